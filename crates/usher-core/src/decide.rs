@@ -17,11 +17,11 @@
 //! trace; `O(n)` in team size for every strategy (the weighted strategy adds a binary search
 //! per eligible member into the rotation's credits, `O(n log n)`).
 
+use crate::model::Presence;
 use crate::model::{Agent, AgentId, Rotation, Strategy, TeamId};
 use crate::request::{AssignRequest, Otherwise, Target, WhenNobody};
 use crate::snapshot::{Context, Snapshot};
 use crate::trace::{Attempt, AttemptKind, Candidate, Skip, Trace, TraceResult, Verdict, Why, WhyNot};
-use crate::model::Presence;
 use thiserror::Error;
 
 /// Why no decision could be taken at all (as opposed to "nobody eligible", which is a
@@ -69,7 +69,15 @@ pub fn decide(snapshot: &Snapshot, request: &AssignRequest, ctx: Context) -> Res
     let mut attempts = Vec::with_capacity(3);
     let fallback_team = match &request.target {
         Target::Agent { agent, otherwise } => {
-            let attempt = single(snapshot, *agent, None, request, ctx, AttemptKind::Dedicated { agent: *agent }, Why::Dedicated);
+            let attempt = single(
+                snapshot,
+                *agent,
+                None,
+                request,
+                ctx,
+                AttemptKind::Dedicated { agent: *agent },
+                Why::Dedicated,
+            );
             let chosen = attempt.chosen;
             attempts.push(attempt);
             if let Some(agent) = chosen {
@@ -79,6 +87,9 @@ pub fn decide(snapshot: &Snapshot, request: &AssignRequest, ctx: Context) -> Res
                 Otherwise::WaitForAgent => {
                     let outcome = Outcome::Queued { team: None, reserved_for: Some(*agent) };
                     return Ok(finish(ctx, attempts, outcome, None));
+                }
+                Otherwise::LeaveUnassigned => {
+                    return Ok(finish(ctx, attempts, Outcome::Unassigned, None));
                 }
                 Otherwise::Team { team, strategy } => (*team, *strategy),
             }
@@ -90,7 +101,15 @@ pub fn decide(snapshot: &Snapshot, request: &AssignRequest, ctx: Context) -> Res
     let team = &snapshot.teams()[team_index];
 
     if let Some(previous) = request.previous_agent {
-        let attempt = single(snapshot, previous, Some(team_id), request, ctx, AttemptKind::PreviousAgent { agent: previous }, Why::PreviousAgent);
+        let attempt = single(
+            snapshot,
+            previous,
+            Some(team_id),
+            request,
+            ctx,
+            AttemptKind::PreviousAgent { agent: previous },
+            Why::PreviousAgent,
+        );
         let chosen = attempt.chosen;
         attempts.push(attempt);
         if let Some(agent) = chosen {
@@ -111,7 +130,12 @@ pub fn decide(snapshot: &Snapshot, request: &AssignRequest, ctx: Context) -> Res
     Ok(finish(ctx, attempts, outcome, rotation.map(|r| (team_id, r))))
 }
 
-fn finish(ctx: Context, attempts: Vec<Attempt>, outcome: Outcome, rotation: Option<(TeamId, Rotation)>) -> Decision {
+fn finish(
+    ctx: Context,
+    attempts: Vec<Attempt>,
+    outcome: Outcome,
+    rotation: Option<(TeamId, Rotation)>,
+) -> Decision {
     let result = match outcome {
         Outcome::Assigned(agent) => TraceResult::Assigned { agent },
         Outcome::Queued { team, reserved_for } => TraceResult::Queued { team, reserved_for },
@@ -122,10 +146,19 @@ fn finish(ctx: Context, attempts: Vec<Attempt>, outcome: Outcome, rotation: Opti
 
 /// One named agent: the dedicated agent (no team membership needed) or the previous agent
 /// (must be a member of `team`). The presence default for a dedicated agent is "only online".
-fn single(snapshot: &Snapshot, agent: AgentId, team: Option<TeamId>, request: &AssignRequest, ctx: Context, kind: AttemptKind, why: Why) -> Attempt {
-    let only_online = request.rules.only_online.unwrap_or_else(|| {
-        team.and_then(|t| snapshot.team(t)).map(|t| t.only_online).unwrap_or(true)
-    });
+fn single(
+    snapshot: &Snapshot,
+    agent: AgentId,
+    team: Option<TeamId>,
+    request: &AssignRequest,
+    ctx: Context,
+    kind: AttemptKind,
+    why: Why,
+) -> Attempt {
+    let only_online = request
+        .rules
+        .only_online
+        .unwrap_or_else(|| team.and_then(|t| snapshot.team(t)).map(|t| t.only_online).unwrap_or(true));
     let verdict = match snapshot.agent(agent) {
         None => Verdict::Skipped { reason: Skip::Unknown },
         Some(a) => match eligibility(a, team, only_online, request, ctx) {
@@ -138,7 +171,13 @@ fn single(snapshot: &Snapshot, agent: AgentId, team: Option<TeamId>, request: &A
 }
 
 /// Checks one agent against the request's rules. The first failing check is the reason.
-pub fn eligibility(agent: &Agent, team: Option<TeamId>, only_online: bool, request: &AssignRequest, ctx: Context) -> Result<(), Skip> {
+pub fn eligibility(
+    agent: &Agent,
+    team: Option<TeamId>,
+    only_online: bool,
+    request: &AssignRequest,
+    ctx: Context,
+) -> Result<(), Skip> {
     let rules = &request.rules;
     if let Some(team) = team {
         if !agent.in_team(team) {
@@ -192,7 +231,14 @@ pub fn eligibility(agent: &Agent, team: Option<TeamId>, only_online: bool, reque
 
 /// Runs a strategy over a team's members. Returns the attempt and, when the strategy keeps
 /// rotation state and someone won, the rotation to persist.
-fn run_strategy(snapshot: &Snapshot, team_index: usize, strategy: Strategy, only_online: bool, request: &AssignRequest, ctx: Context) -> (Attempt, Option<Rotation>) {
+fn run_strategy(
+    snapshot: &Snapshot,
+    team_index: usize,
+    strategy: Strategy,
+    only_online: bool,
+    request: &AssignRequest,
+    ctx: Context,
+) -> (Attempt, Option<Rotation>) {
     let team = &snapshot.teams()[team_index];
     let members = snapshot.member_indices(team_index);
     let mut candidates = Vec::with_capacity(members.len());
@@ -203,7 +249,9 @@ fn run_strategy(snapshot: &Snapshot, team_index: usize, strategy: Strategy, only
         let agent = snapshot.agent_at(ai);
         let verdict = match eligibility(agent, Some(team.id), only_online, request, ctx) {
             Err(reason) => Verdict::Skipped { reason },
-            Ok(()) if strategy == Strategy::Weighted && agent.weight == 0 => Verdict::Skipped { reason: Skip::ZeroWeight },
+            Ok(()) if strategy == Strategy::Weighted && agent.weight == 0 => {
+                Verdict::Skipped { reason: Skip::ZeroWeight }
+            }
             Ok(()) => {
                 eligible.push((candidates.len(), ai));
                 Verdict::Passed { why: WhyNot::NotNext }
@@ -223,14 +271,20 @@ fn run_strategy(snapshot: &Snapshot, team_index: usize, strategy: Strategy, only
     (Attempt { kind, candidates, chosen }, rotation)
 }
 
-fn round_robin(snapshot: &Snapshot, team: &crate::model::Team, eligible: &[(usize, usize)], candidates: &mut [Candidate]) -> (usize, Option<Rotation>) {
+fn round_robin(
+    snapshot: &Snapshot,
+    team: &crate::model::Team,
+    eligible: &[(usize, usize)],
+    candidates: &mut [Candidate],
+) -> (usize, Option<Rotation>) {
     let after = team.rotation.last_agent;
     let next = after
         .and_then(|last| eligible.iter().find(|(_, ai)| snapshot.agent_at(*ai).id > last))
         .unwrap_or(&eligible[0]);
     let pos = next.0;
     candidates[pos].verdict = Verdict::Chosen { why: Why::RoundRobin { after } };
-    let rotation = Rotation { last_agent: Some(candidates[pos].agent), credits: team.rotation.credits.clone() };
+    let rotation =
+        Rotation { last_agent: Some(candidates[pos].agent), credits: team.rotation.credits.clone() };
     (pos, Some(rotation))
 }
 
@@ -248,13 +302,20 @@ fn least_open(snapshot: &Snapshot, eligible: &[(usize, usize)], candidates: &mut
         } else if a.open > winner.open {
             Verdict::Passed { why: WhyNot::MoreOpen { open: a.open, winner_open: winner.open } }
         } else {
-            Verdict::Passed { why: WhyNot::AssignedMoreRecently { open: a.open, last_assigned_at: a.last_assigned_at } }
+            Verdict::Passed {
+                why: WhyNot::AssignedMoreRecently { open: a.open, last_assigned_at: a.last_assigned_at },
+            }
         };
     }
     winner_pos
 }
 
-fn weighted(snapshot: &Snapshot, team: &crate::model::Team, eligible: &[(usize, usize)], candidates: &mut [Candidate]) -> (usize, Option<Rotation>) {
+fn weighted(
+    snapshot: &Snapshot,
+    team: &crate::model::Team,
+    eligible: &[(usize, usize)],
+    candidates: &mut [Candidate],
+) -> (usize, Option<Rotation>) {
     let old = &team.rotation;
     let mut total: u64 = 0;
     let mut best: Option<(usize, i64)> = None;

@@ -119,7 +119,13 @@ impl Change {
 /// The capacity checks of a manual assignment: caps, channel caps, daily limit, and team
 /// membership when `team` is given. Presence is not checked: a person acting by hand is
 /// evidently at work, and a manager may assign to someone away on purpose.
-fn capacity(snapshot: &Snapshot, agent: AgentId, team: Option<TeamId>, channel: Channel, ctx: Context) -> Result<(), ManualError> {
+fn capacity(
+    snapshot: &Snapshot,
+    agent: AgentId,
+    team: Option<TeamId>,
+    channel: Channel,
+    ctx: Context,
+) -> Result<(), ManualError> {
     let a = snapshot.agent(agent).ok_or(ManualError::UnknownAgent(agent))?;
     let mut probe = AssignRequest::to_team(crate::model::ConversationId(0), TeamId(0), ctx.now);
     probe.channel = channel;
@@ -128,7 +134,12 @@ fn capacity(snapshot: &Snapshot, agent: AgentId, team: Option<TeamId>, channel: 
 }
 
 /// An agent picks a conversation for itself.
-pub fn claim(snapshot: &Snapshot, c: Conversation, agent: AgentId, ctx: Context) -> Result<Change, ManualError> {
+pub fn claim(
+    snapshot: &Snapshot,
+    c: Conversation,
+    agent: AgentId,
+    ctx: Context,
+) -> Result<Change, ManualError> {
     match c.status {
         Status::Closed => Err(ManualError::Closed),
         Status::Assigned if c.assignee == Some(agent) => Ok(Change::none(c)),
@@ -142,7 +153,13 @@ pub fn claim(snapshot: &Snapshot, c: Conversation, agent: AgentId, ctx: Context)
 
 /// A manager assigns a conversation to an agent (a transfer when someone else holds it).
 /// Caps and limits apply unless `force`.
-pub fn assign(snapshot: &Snapshot, c: Conversation, agent: AgentId, force: bool, ctx: Context) -> Result<Change, ManualError> {
+pub fn assign(
+    snapshot: &Snapshot,
+    c: Conversation,
+    agent: AgentId,
+    force: bool,
+    ctx: Context,
+) -> Result<Change, ManualError> {
     if c.status == Status::Closed {
         return Err(ManualError::Closed);
     }
@@ -160,7 +177,8 @@ pub fn assign(snapshot: &Snapshot, c: Conversation, agent: AgentId, force: bool,
 }
 
 fn take(c: Conversation, agent: AgentId) -> Change {
-    let after = Conversation { status: Status::Assigned, assignee: Some(agent), last_assignee: Some(agent), ..c };
+    let after =
+        Conversation { status: Status::Assigned, assignee: Some(agent), last_assignee: Some(agent), ..c };
     Change { after, released: None, assigned: Some(agent) }
 }
 

@@ -103,7 +103,8 @@ impl Workspace {
             channel: request.channel,
             last_assignee: None,
         };
-        self.conversations.insert(request.conversation, Record { state, request: request.clone(), decisions: Vec::new() });
+        self.conversations
+            .insert(request.conversation, Record { state, request: request.clone(), decisions: Vec::new() });
         self.settle(&request, decision.clone(), ctx);
         Ok(decision)
     }
@@ -148,14 +149,25 @@ impl Workspace {
     }
 
     /// An agent picks a conversation.
-    pub fn claim(&mut self, id: ConversationId, agent: AgentId, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn claim(
+        &mut self,
+        id: ConversationId,
+        agent: AgentId,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         let change = manual::claim(&self.snapshot, self.record(id)?.state, agent, ctx)?;
         self.commit(id, change, ctx);
         Ok(Vec::new())
     }
 
     /// A manager assigns a conversation; `force` may exceed caps.
-    pub fn assign(&mut self, id: ConversationId, agent: AgentId, force: bool, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn assign(
+        &mut self,
+        id: ConversationId,
+        agent: AgentId,
+        force: bool,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         let change = manual::assign(&self.snapshot, self.record(id)?.state, agent, force, ctx)?;
         self.commit(id, change, ctx);
         self.drain(ctx)
@@ -169,7 +181,12 @@ impl Workspace {
     }
 
     /// Moves a conversation to another team and decides it there.
-    pub fn transfer_to_team(&mut self, id: ConversationId, team: TeamId, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn transfer_to_team(
+        &mut self,
+        id: ConversationId,
+        team: TeamId,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         if self.snapshot.team(team).is_none() {
             return Err(MemoryError::UnknownTeam(team));
         }
@@ -210,7 +227,12 @@ impl Workspace {
     }
 
     /// Changes an agent's presence, then drains.
-    pub fn set_presence(&mut self, agent: AgentId, presence: Presence, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn set_presence(
+        &mut self,
+        agent: AgentId,
+        presence: Presence,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         if !self.snapshot.set_presence(agent, presence) {
             return Err(MemoryError::UnknownAgent(agent));
         }
@@ -218,7 +240,12 @@ impl Workspace {
     }
 
     /// Changes an agent's cap, then drains.
-    pub fn set_max_open(&mut self, agent: AgentId, max_open: u32, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn set_max_open(
+        &mut self,
+        agent: AgentId,
+        max_open: u32,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         if !self.snapshot.set_max_open(agent, max_open) {
             return Err(MemoryError::UnknownAgent(agent));
         }
@@ -226,7 +253,12 @@ impl Workspace {
     }
 
     /// Adds an agent to a team, then drains.
-    pub fn join_team(&mut self, agent: AgentId, team: TeamId, ctx: Context) -> Result<Vec<Drained>, MemoryError> {
+    pub fn join_team(
+        &mut self,
+        agent: AgentId,
+        team: TeamId,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         if self.snapshot.team(team).is_none() {
             return Err(MemoryError::UnknownTeam(team));
         }

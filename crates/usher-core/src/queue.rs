@@ -127,7 +127,11 @@ pub fn places(queue: &[Waiting], throughput: Throughput) -> Vec<Place> {
         .enumerate()
         .map(|(i, w)| {
             let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            Place { conversation: w.conversation(), position, estimated_wait_seconds: estimate_wait(position, throughput) }
+            Place {
+                conversation: w.conversation(),
+                position,
+                estimated_wait_seconds: estimate_wait(position, throughput),
+            }
         })
         .collect()
 }

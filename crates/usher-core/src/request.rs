@@ -82,6 +82,8 @@ pub enum Target {
 pub enum Otherwise {
     /// Wait in a queue reserved for that agent.
     WaitForAgent,
+    /// Stay unassigned for agents to pick.
+    LeaveUnassigned,
     /// Fall back to a team.
     Team {
         /// The team.

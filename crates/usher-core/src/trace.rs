@@ -266,15 +266,9 @@ impl Trace {
                     .map(|a| match &a.kind {
                         AttemptKind::PreviousAgent { .. } => "as the contact's previous agent",
                         AttemptKind::Dedicated { .. } => "as the dedicated agent",
-                        AttemptKind::Team { strategy: Strategy::RoundRobin, .. } => {
-                            "by round robin"
-                        }
-                        AttemptKind::Team { strategy: Strategy::LeastOpen, .. } => {
-                            "by least open contacts"
-                        }
-                        AttemptKind::Team { strategy: Strategy::Weighted, .. } => {
-                            "by weighted rotation"
-                        }
+                        AttemptKind::Team { strategy: Strategy::RoundRobin, .. } => "by round robin",
+                        AttemptKind::Team { strategy: Strategy::LeastOpen, .. } => "by least open contacts",
+                        AttemptKind::Team { strategy: Strategy::Weighted, .. } => "by weighted rotation",
                     })
                     .unwrap_or("");
                 let _ = write!(out, "assigned to {} {how}", name(*agent));

@@ -1,0 +1,97 @@
+//! # usher-server: the HTTP API
+//!
+//! [`app`] builds the whole router around an [`AppState`]; the `usher` binary serves it, and
+//! tests drive it over real HTTP on a random port. Layers, outside in:
+//!
+//! 1. [`middleware::observe`]: a request id (taken from `X-Request-Id` or made), a `tracing`
+//!    span carrying it, the request latency histogram.
+//! 2. The body limit ([`limits::BODY_BYTES`]).
+//! 3. Per route: [`auth::Caller`] (bearer token -> workspace, role, agent, rate limit), the
+//!    typed JSON body ([`json::Body`], unknown fields refused), then the handler in
+//!    [`routes`], which calls the store and maps its errors once through [`error::ApiError`].
+
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod middleware;
+pub mod routes;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use std::sync::Arc;
+use usher_store::Store;
+
+/// Limits the HTTP layer enforces.
+pub mod limits {
+    /// The largest request body accepted, in bytes.
+    pub const BODY_BYTES: usize = 64 * 1024;
+    /// Default sustained requests per second per token.
+    pub const RATE_PER_SECOND: u32 = 200;
+    /// Default burst per token.
+    pub const RATE_BURST: u32 = 400;
+    /// The longest idempotency key accepted.
+    pub const IDEMPOTENCY_KEY_LEN: usize = 200;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The per-token rate limiter.
+    pub limiter: Arc<auth::RateLimiter>,
+}
+
+impl AppState {
+    /// State over a store with the default rate limit.
+    pub fn new(store: Store) -> AppState {
+        AppState::with_rate(store, limits::RATE_PER_SECOND, limits::RATE_BURST)
+    }
+
+    /// State with a chosen rate limit (requests per second and burst, per token).
+    pub fn with_rate(store: Store, per_second: u32, burst: u32) -> AppState {
+        AppState { store, limiter: Arc::new(auth::RateLimiter::new(per_second, burst)) }
+    }
+}
+
+/// Milliseconds since the epoch: the shell's one clock read, passed inward as a value.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/openapi.json", get(routes::openapi))
+        .route("/workspace", get(routes::workspace))
+        .route("/tokens", post(routes::create_token))
+        .route("/teams", post(routes::create_team).get(routes::list_teams))
+        .route("/teams/{id}", get(routes::get_team).patch(routes::update_team))
+        .route("/teams/{id}/queue", get(routes::team_queue))
+        .route("/agents", post(routes::create_agent).get(routes::list_agents))
+        .route("/agents/{id}", get(routes::get_agent).patch(routes::update_agent))
+        .route("/agents/{id}/status", put(routes::set_status))
+        .route("/conversations", post(routes::open_conversation).get(routes::list_conversations))
+        .route("/conversations/{id}", get(routes::get_conversation))
+        .route("/conversations/{id}/claim", post(routes::claim))
+        .route("/conversations/{id}/assign", post(routes::assign))
+        .route("/conversations/{id}/transfer", post(routes::assign))
+        .route("/conversations/{id}/unassign", post(routes::unassign))
+        .route("/conversations/{id}/close", post(routes::close))
+        .route("/conversations/{id}/reopen", post(routes::reopen))
+        .route("/conversations/{id}/trace", get(routes::trace))
+        .route("/events", get(routes::events));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(limits::BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .with_state(state)
+}

@@ -1,0 +1,217 @@
+//! Connecting, migrating, transactions and the event log: the parts every command shares.
+
+use crate::error::StoreError;
+use crate::types::Millis;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::time::Duration;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file in WAL mode: one node.
+    Sqlite,
+    /// A PostgreSQL server: any number of nodes.
+    Postgres,
+}
+
+/// The store: a connection pool and the dialect it speaks.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+}
+
+/// A transaction in progress.
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// An event to append when the transaction commits.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEvent {
+    pub kind: &'static str,
+    pub conversation: Option<i64>,
+    pub agent: Option<i64>,
+    pub team: Option<i64>,
+    pub data: serde_json::Value,
+}
+
+impl PendingEvent {
+    pub fn new(kind: &'static str) -> PendingEvent {
+        PendingEvent { kind, conversation: None, agent: None, team: None, data: serde_json::Value::Null }
+    }
+    pub fn conversation(mut self, id: i64) -> Self {
+        self.conversation = Some(id);
+        self
+    }
+    pub fn agent(mut self, id: Option<i64>) -> Self {
+        self.agent = id;
+        self
+    }
+    pub fn team(mut self, id: Option<i64>) -> Self {
+        self.team = id;
+        self
+    }
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path/to/usher.db` or `postgres://…`), creating a SQLite
+    /// file if needed, and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::invalid(
+                "bad_database_url",
+                "the database URL must start with sqlite: or postgres:",
+            ));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Runs the migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers and is migrated (for `/readyz`).
+    pub async fn ready(&self) -> bool {
+        sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// Closes the pool.
+    pub async fn shutdown(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once, so two
+    /// transactions never both read and then fight over the upgrade.
+    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// `FOR UPDATE` where the backend has it.
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Appends events to the workspace's log with gap-free sequence numbers. Call it last in a
+/// transaction: it locks the workspace row until commit.
+pub(crate) async fn append_events(
+    tx: &mut Tx,
+    workspace: i64,
+    now: Millis,
+    events: &[PendingEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let last: i64 =
+        sqlx::query("UPDATE workspaces SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq")
+            .bind(n)
+            .bind(workspace)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+    for (i, e) in events.iter().enumerate() {
+        let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(workspace)
+        .bind(seq)
+        .bind(e.kind)
+        .bind(now)
+        .bind(e.conversation)
+        .bind(e.agent)
+        .bind(e.team)
+        .bind(e.data.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads a column that holds JSON text.
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Reads a non-negative integer column into a u32.
+pub(crate) fn u32_col(row: &AnyRow, col: &str) -> Result<u32, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v} is out of range")))
+}
+
+/// Runs a command again when the database says it lost a race (deadlock, serialization,
+/// busy), up to a few times.
+macro_rules! retrying {
+    ($e:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            match $e {
+                Err(err) if err.is_retryable() && attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %err, "retrying transaction");
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use retrying;

@@ -1,0 +1,72 @@
+//! The store's errors, mapped to meaning at the seam: callers see "not found", "conflict",
+//! "invalid", never a driver error they would have to interpret.
+
+use thiserror::Error;
+
+/// What went wrong in a store call. Every variant except `Database` means nothing changed
+/// because the request itself cannot be carried out.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The thing does not exist in this workspace.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. "conversation 12".
+        what: String,
+    },
+    /// The request clashes with the current state (e.g. someone else holds the conversation).
+    #[error("{message}")]
+    Conflict {
+        /// A stable machine code, e.g. `already_assigned`.
+        code: &'static str,
+        /// A sentence for humans.
+        message: String,
+    },
+    /// The request is malformed or names something impossible.
+    #[error("{message}")]
+    Invalid {
+        /// A stable machine code, e.g. `unknown_time_zone`.
+        code: &'static str,
+        /// A sentence for humans.
+        message: String,
+    },
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back (a bug or a hand-edited row).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn not_found(what: impl Into<String>) -> StoreError {
+        StoreError::NotFound { what: what.into() }
+    }
+
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid { code, message: message.into() }
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Conflict { code, message: message.into() }
+    }
+
+    /// Whether the transaction should simply be run again (a PostgreSQL deadlock or
+    /// serialization failure, SQLite busy).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001" | "5" | "517" | "6"))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+}

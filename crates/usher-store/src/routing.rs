@@ -1,0 +1,1236 @@
+//! Routing commands: open, claim, assign, unassign, transfer, close, reopen, and the drain
+//! that follows every capacity change. Each is one transaction of the same shape:
+//!
+//! 1. read the scope (which teams and agents the command touches),
+//! 2. lock it and load it as a core [`Snapshot`] ([`Store::load`]),
+//! 3. let the core decide (pure functions from `usher-core`),
+//! 4. write back the conversation, the counters that moved, the rotation, the decision and
+//!    its trace, and the events ([`Store::save`]), then commit.
+
+use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
+use crate::error::StoreError;
+use crate::limits;
+use crate::types::*;
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
+use usher_core::clock::{local_day, parse_time_zone};
+use usher_core::decide::{decide, Decision, Outcome};
+use usher_core::manual::{self, Change, Conversation as CoreConversation, ManualError, Status};
+use usher_core::model::{
+    Agent as CoreAgent, AgentId, Channel, ConversationId, DailyCount, Day, PerChannel, Priority, Rotation,
+    Skill, Team as CoreTeam, TeamId, Timestamp,
+};
+use usher_core::queue::{self, Throughput, Waiting};
+use usher_core::request::{AssignRequest, Otherwise, Requirements, SkillRequirement, Target, WhenNobody};
+use usher_core::{Context, Snapshot};
+
+/// Which teams and agents a command touches.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    pub teams: BTreeSet<i64>,
+    pub agents: BTreeSet<i64>,
+}
+
+/// The routing columns of a conversation row.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvRow {
+    pub state: CoreConversation,
+    /// The routing request; none for a conversation opened without a team or agent.
+    pub request: Option<AssignRequest>,
+    pub priority: Priority,
+    pub reserved_for: Option<i64>,
+}
+
+pub(crate) const CONV_COLUMNS: &str =
+    "c.id, c.status, c.assignee_id, c.last_assignee_id, c.team_id, c.reserved_for, \
+     c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, \
+     k.id AS contact_id, k.channel AS contact_channel, k.external_id, k.name AS contact_name, \
+     k.language AS contact_language, k.tags AS contact_tags";
+
+pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("unexpected value {s:?}")))
+}
+
+pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn status_of(row: &AnyRow) -> Result<Status, StoreError> {
+    parse_enum(&row.try_get::<String, _>("status")?)
+}
+
+fn conv_row(row: &AnyRow) -> Result<ConvRow, StoreError> {
+    let request: Option<AssignRequest> = json_col(row, "request")?;
+    let state = CoreConversation {
+        status: status_of(row)?,
+        assignee: row.try_get::<Option<i64>, _>("assignee_id")?.map(AgentId),
+        team: row.try_get::<Option<i64>, _>("team_id")?.map(TeamId),
+        channel: parse_enum(&row.try_get::<String, _>("channel")?)?,
+        last_assignee: row.try_get::<Option<i64>, _>("last_assignee_id")?.map(AgentId),
+    };
+    Ok(ConvRow {
+        state,
+        request,
+        priority: parse_enum(&row.try_get::<String, _>("priority")?)?,
+        reserved_for: row.try_get("reserved_for")?,
+    })
+}
+
+pub(crate) fn conversation_view(row: &AnyRow, place: Option<QueuePlace>) -> Result<Conversation, StoreError> {
+    let status = status_of(row)?;
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        status,
+        assignee: row.try_get("assignee_id")?,
+        team: row.try_get("team_id")?,
+        reserved_for: row.try_get("reserved_for")?,
+        channel: parse_enum(&row.try_get::<String, _>("channel")?)?,
+        priority: parse_enum(&row.try_get::<String, _>("priority")?)?,
+        contact: Contact {
+            id: row.try_get("contact_id")?,
+            channel: parse_enum(&row.try_get::<String, _>("contact_channel")?)?,
+            external_id: row.try_get("external_id")?,
+            name: row.try_get("contact_name")?,
+            language: row.try_get("contact_language")?,
+            tags: json_col(row, "contact_tags")?,
+        },
+        message: row.try_get("message")?,
+        queue: if status == Status::Queued { place } else { None },
+        opened_at: rfc3339(row.try_get("opened_at")?),
+        assigned_at: row.try_get::<Option<i64>, _>("assigned_at")?.map(rfc3339),
+        closed_at: row.try_get::<Option<i64>, _>("closed_at")?.map(rfc3339),
+    })
+}
+
+/// Converts an agent row into the core's agent (teams filled in later).
+pub(crate) fn core_agent(row: &AnyRow) -> Result<CoreAgent, StoreError> {
+    let caps: BTreeMap<Channel, u32> = json_col(row, "channel_caps")?;
+    let mut channel_caps = PerChannel([None; 12]);
+    for (c, cap) in caps {
+        channel_caps.set(c, Some(cap));
+    }
+    let open_by: Vec<u32> = json_col(row, "open_by_channel")?;
+    let mut open_by_channel = PerChannel([0; 12]);
+    for (i, n) in open_by.into_iter().enumerate().take(12) {
+        open_by_channel.0[i] = n;
+    }
+    let skills: BTreeMap<String, u8> = json_col(row, "skills")?;
+    Ok(CoreAgent {
+        id: AgentId(row.try_get("id")?),
+        presence: parse_enum(&row.try_get::<String, _>("status")?)?,
+        max_open: u32_col(row, "max_open")?,
+        channel_caps,
+        open: u32_col(row, "open_count")?,
+        open_by_channel,
+        daily_limit: row.try_get::<Option<i64>, _>("daily_limit")?.and_then(|v| u32::try_from(v).ok()),
+        received: DailyCount {
+            day: Day(i32::try_from(row.try_get::<i64, _>("received_day")?).unwrap_or(0)),
+            count: u32_col(row, "received_count")?,
+        },
+        weight: u32_col(row, "weight")?,
+        skills: skills.into_iter().map(|(name, level)| Skill { name, level }).collect(),
+        languages: json_col(row, "languages")?,
+        teams: Vec::new(),
+        last_assigned_at: row.try_get::<Option<i64>, _>("last_assigned_at")?.map(Timestamp),
+    })
+}
+
+fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    let list: Vec<String> = ids.into_iter().map(|i| i.to_string()).collect();
+    if list.is_empty() {
+        "NULL".into()
+    } else {
+        list.join(",")
+    }
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Assigned(_) => "assigned",
+        Outcome::Queued { .. } => "queued",
+        Outcome::Unassigned => "unassigned",
+    }
+}
+
+fn manual_error(e: ManualError) -> StoreError {
+    match e {
+        ManualError::AlreadyHeld { by } => {
+            StoreError::conflict("already_assigned", format!("the conversation is held by agent {}", by.0))
+        }
+        ManualError::Closed => StoreError::conflict("conversation_closed", "the conversation is closed"),
+        ManualError::NotClosed => StoreError::conflict("conversation_open", "the conversation is not closed"),
+        ManualError::NotAssigned => StoreError::conflict("not_assigned", "the conversation is not assigned"),
+        ManualError::Ineligible { agent, reason } => StoreError::conflict(
+            "agent_unavailable",
+            format!("agent {} cannot take it: {} (use force to override)", agent.0, reason.phrase()),
+        ),
+        ManualError::UnknownAgent(a) => StoreError::not_found(format!("agent {}", a.0)),
+    }
+}
+
+/// What a command produced besides the conversation itself.
+struct Work {
+    events: Vec<PendingEvent>,
+}
+
+impl Store {
+    /// The workspace's time zone and the decision context at `now`.
+    pub(crate) async fn context(&self, tx: &mut Tx, ws: i64, now: Millis) -> Result<Context, StoreError> {
+        let row = sqlx::query("SELECT time_zone FROM workspaces WHERE id = $1")
+            .bind(ws)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("workspace {ws}")))?;
+        let tz =
+            parse_time_zone(&row.try_get::<String, _>(0)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) })
+    }
+
+    /// Locks the scope (teams ascending, then agents ascending) and loads it as a snapshot.
+    /// Queued conversations of the scope are loaded too when `with_queue` is set, and the
+    /// agents they name (dedicated, previous) join the snapshot.
+    pub(crate) async fn load(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        scope: &Scope,
+        with_queue: bool,
+    ) -> Result<(Snapshot, Vec<Waiting>), StoreError> {
+        let lock = self.for_update();
+        let mut teams = Vec::new();
+        for &id in &scope.teams {
+            let sql = format!(
+                "SELECT id, strategy, only_online, rotation FROM teams WHERE id = $1 AND workspace_id = $2{lock}"
+            );
+            let Some(row) = sqlx::query(&sql).bind(id).bind(ws).fetch_optional(&mut **tx).await? else {
+                return Err(StoreError::not_found(format!("team {id}")));
+            };
+            teams.push(CoreTeam {
+                id: TeamId(id),
+                strategy: parse_enum(&row.try_get::<String, _>("strategy")?)?,
+                only_online: row.try_get::<i64, _>("only_online")? != 0,
+                rotation: json_col::<Rotation>(&row, "rotation")?,
+            });
+        }
+        let mut queue = Vec::new();
+        let mut extra: BTreeSet<i64> = scope.agents.clone();
+        if with_queue && !(scope.teams.is_empty() && scope.agents.is_empty()) {
+            let sql = format!(
+                "SELECT request FROM conversations WHERE workspace_id = $1 AND status = 'queued' \
+                 AND (team_id IN ({}) OR reserved_for IN ({})) \
+                 ORDER BY priority_rank, queued_at, id LIMIT {}",
+                id_list(scope.teams.iter().copied()),
+                id_list(scope.agents.iter().copied()),
+                limits::DRAIN_BATCH
+            );
+            for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
+                let request: AssignRequest = json_col(&row, "request")?;
+                if let Target::Agent { agent, .. } = request.target {
+                    extra.insert(agent.0);
+                }
+                if let Some(p) = request.previous_agent {
+                    extra.insert(p.0);
+                }
+                queue.push(Waiting { request });
+            }
+            queue::sort(&mut queue);
+        }
+        let team_list = id_list(scope.teams.iter().copied());
+        let sql = format!(
+            "SELECT * FROM agents WHERE workspace_id = $1 AND (id IN (SELECT agent_id FROM team_members \
+             WHERE team_id IN ({team_list})) OR id IN ({})) ORDER BY id{lock}",
+            id_list(extra.iter().copied())
+        );
+        let mut agents = Vec::new();
+        for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
+            agents.push(core_agent(&row)?);
+        }
+        if !scope.teams.is_empty() && !agents.is_empty() {
+            let sql = format!(
+                "SELECT team_id, agent_id FROM team_members WHERE team_id IN ({team_list}) AND agent_id IN ({})",
+                id_list(agents.iter().map(|a| a.id.0))
+            );
+            let mut by_agent: BTreeMap<i64, Vec<TeamId>> = BTreeMap::new();
+            for row in sqlx::query(&sql).fetch_all(&mut **tx).await? {
+                by_agent.entry(row.try_get("agent_id")?).or_default().push(TeamId(row.try_get("team_id")?));
+            }
+            for a in &mut agents {
+                a.teams = by_agent.remove(&a.id.0).unwrap_or_default();
+            }
+        }
+        let snapshot = Snapshot::new(agents, teams).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((snapshot, queue))
+    }
+
+    /// Writes back the counters and rotations that differ between `before` and `after`.
+    pub(crate) async fn save(
+        &self,
+        tx: &mut Tx,
+        before: &Snapshot,
+        after: &Snapshot,
+    ) -> Result<(), StoreError> {
+        for a in after.agents() {
+            if before.agent(a.id) == Some(a) {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE agents SET open_count = $1, open_by_channel = $2, received_day = $3, \
+                 received_count = $4, last_assigned_at = $5 WHERE id = $6",
+            )
+            .bind(i64::from(a.open))
+            .bind(serde_json::to_string(&a.open_by_channel.0.to_vec())?)
+            .bind(i64::from(a.received.day.0))
+            .bind(i64::from(a.received.count))
+            .bind(a.last_assigned_at.map(|t| t.0))
+            .bind(a.id.0)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for t in after.teams() {
+            if before.team(t.id).map(|b| &b.rotation) != Some(&t.rotation) {
+                sqlx::query("UPDATE teams SET rotation = $1 WHERE id = $2")
+                    .bind(serde_json::to_string(&t.rotation)?)
+                    .bind(t.id.0)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a decision for a conversation that nobody holds: its new state, the decision
+    /// row with its trace, the contact's last agent, and the events.
+    async fn record_decision(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        conversation: i64,
+        request: &AssignRequest,
+        decision: &Decision,
+        ctx: Context,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        let now = ctx.now.0;
+        let (status, assignee, reserved) = match decision.outcome {
+            Outcome::Assigned(a) => ("assigned", Some(a.0), None),
+            Outcome::Queued { reserved_for, .. } => ("queued", None, reserved_for.map(|a| a.0)),
+            Outcome::Unassigned => ("unassigned", None, None),
+        };
+        sqlx::query(
+            "UPDATE conversations SET status = $1, assignee_id = $2, \
+             last_assignee_id = COALESCE($3, last_assignee_id), reserved_for = $4, request = $5, \
+             assigned_at = CASE WHEN $6 = 1 THEN $7 ELSE assigned_at END, updated_at = $8 WHERE id = $9",
+        )
+        .bind(status)
+        .bind(assignee)
+        .bind(assignee)
+        .bind(reserved)
+        .bind(serde_json::to_string(&Some(request))?)
+        .bind(i64::from(assignee.is_some()))
+        .bind(now)
+        .bind(now)
+        .bind(conversation)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(agent) = assignee {
+            sqlx::query(
+                "UPDATE contacts SET last_agent_id = $1 WHERE id = (SELECT contact_id FROM conversations WHERE id = $2)",
+            )
+            .bind(agent)
+            .bind(conversation)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let explanation = decision.trace.explain(|a| format!("agent {}", a.0));
+        sqlx::query(
+            "INSERT INTO decisions (workspace_id, conversation_id, at, outcome, agent_id, explanation, trace) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(ws)
+        .bind(conversation)
+        .bind(now)
+        .bind(outcome_str(decision.outcome))
+        .bind(assignee)
+        .bind(&explanation)
+        .bind(serde_json::to_string(&decision.trace)?)
+        .execute(&mut **tx)
+        .await?;
+        let strategy = match decision
+            .trace
+            .attempts
+            .iter()
+            .find(|a| a.chosen.is_some())
+            .or(decision.trace.attempts.last())
+        {
+            Some(a) => match a.kind {
+                usher_core::trace::AttemptKind::Team { strategy, .. } => strategy as usize,
+                usher_core::trace::AttemptKind::Dedicated { .. } => 3,
+                usher_core::trace::AttemptKind::PreviousAgent { .. } => 4,
+            },
+            None => 3,
+        };
+        let outcome = match decision.outcome {
+            Outcome::Assigned(_) => 0,
+            Outcome::Queued { .. } => 1,
+            Outcome::Unassigned => 2,
+        };
+        crate::stats::count_decision(strategy, outcome);
+        let kind = match decision.outcome {
+            Outcome::Assigned(_) => "conversation.assigned",
+            Outcome::Queued { .. } => "conversation.queued",
+            Outcome::Unassigned => "conversation.left_unassigned",
+        };
+        work.events.push(
+            PendingEvent::new(kind)
+                .conversation(conversation)
+                .agent(assignee.or(reserved))
+                .team(request.team().map(|t| t.0))
+                .data(json!({ "explanation": explanation, "trace": decision.trace })),
+        );
+        Ok(())
+    }
+
+    /// Hands queued conversations of the scope to agents who can now take them.
+    async fn drain(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        snapshot: &mut Snapshot,
+        queue: &[Waiting],
+        ctx: Context,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let drained = queue::drain(snapshot, queue, ctx).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for d in drained {
+            let request =
+                queue.iter().find(|w| w.conversation() == d.conversation).map(|w| w.request.clone());
+            if let Some(request) = request {
+                self.record_decision(tx, ws, d.conversation.0, &request, &d.decision, ctx, work).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that an agent let go of a conversation of `team` (for the release rate).
+    async fn record_release(&self, tx: &mut Tx, team: Option<TeamId>, now: Millis) -> Result<(), StoreError> {
+        let Some(team) = team else { return Ok(()) };
+        sqlx::query("INSERT INTO releases (team_id, at) VALUES ($1, $2)")
+            .bind(team.0)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        let horizon = now - i64::from(limits::RELEASE_WINDOW_SECONDS) * 1000 * 4;
+        sqlx::query("DELETE FROM releases WHERE team_id = $1 AND at < $2")
+            .bind(team.0)
+            .bind(horizon)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The throughput figures behind a team's wait estimate.
+    pub(crate) async fn throughput(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        team: i64,
+        now: Millis,
+    ) -> Result<Throughput, StoreError> {
+        let window = limits::RELEASE_WINDOW_SECONDS;
+        let since = now - i64::from(window) * 1000;
+        let releases: i64 = sqlx::query("SELECT COUNT(*) FROM releases WHERE team_id = $1 AND at > $2")
+            .bind(team)
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let row = sqlx::query(
+            "SELECT t.default_handle_seconds, t.only_online, \
+             (SELECT COALESCE(SUM(a.max_open), 0) FROM agents a JOIN team_members m ON m.agent_id = a.id \
+              WHERE m.team_id = t.id AND a.status = 'online') AS online_slots, \
+             (SELECT COALESCE(SUM(a.max_open), 0) FROM agents a JOIN team_members m ON m.agent_id = a.id \
+              WHERE m.team_id = t.id AND a.status <> 'offline') AS present_slots \
+             FROM teams t WHERE t.id = $1",
+        )
+        .bind(team)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else { return Ok(Throughput::default()) };
+        let only_online = row.try_get::<i64, _>("only_online")? != 0;
+        let slots: i64 = row.try_get(if only_online { "online_slots" } else { "present_slots" })?;
+        Ok(Throughput {
+            releases: u32::try_from(releases).unwrap_or(u32::MAX),
+            window_seconds: window,
+            serving_slots: u32::try_from(slots).unwrap_or(u32::MAX),
+            default_handle_seconds: u32_col(&row, "default_handle_seconds")?,
+        })
+    }
+
+    /// A queued conversation's position and estimate.
+    pub(crate) async fn queue_place(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: i64,
+        now: Millis,
+    ) -> Result<Option<QueuePlace>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT team_id, reserved_for, priority_rank, queued_at, status FROM conversations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        if row.try_get::<String, _>("status")? != "queued" {
+            return Ok(None);
+        }
+        let team: Option<i64> = row.try_get("team_id")?;
+        let reserved: Option<i64> = row.try_get("reserved_for")?;
+        let rank: i64 = row.try_get("priority_rank")?;
+        let queued_at: i64 = row.try_get("queued_at")?;
+        let (col, key) = match (reserved, team) {
+            (Some(a), _) => ("reserved_for", a),
+            (None, Some(t)) => ("team_id", t),
+            (None, None) => return Ok(None),
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM conversations WHERE status = 'queued' AND {col} = $1 \
+             AND (priority_rank < $2 OR (priority_rank = $3 AND (queued_at < $4 OR (queued_at = $5 AND id < $6))))"
+        );
+        let ahead: i64 = sqlx::query(&sql)
+            .bind(key)
+            .bind(rank)
+            .bind(rank)
+            .bind(queued_at)
+            .bind(queued_at)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let position = u32::try_from(ahead + 1).unwrap_or(u32::MAX);
+        let throughput = match (reserved, team) {
+            (None, Some(t)) => self.throughput(conn, t, now).await?,
+            _ => Throughput::default(),
+        };
+        Ok(Some(QueuePlace { position, estimated_wait_seconds: queue::estimate_wait(position, throughput) }))
+    }
+
+    /// Reads one conversation of the workspace as the API shows it.
+    pub async fn conversation(&self, ws: i64, id: i64, now: Millis) -> Result<Conversation, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let sql = format!(
+            "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id \
+             WHERE c.id = $1 AND c.workspace_id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("conversation {id}")))?;
+        let place = self.queue_place(&mut conn, id, now).await?;
+        conversation_view(&row, place)
+    }
+
+    async fn conv_for_update(&self, tx: &mut Tx, ws: i64, id: i64) -> Result<ConvRow, StoreError> {
+        let sql = format!(
+            "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id \
+             WHERE c.id = $1 AND c.workspace_id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("conversation {id}")))?;
+        conv_row(&row)
+    }
+
+    /// The teams an agent belongs to.
+    pub(crate) async fn agent_teams(&self, tx: &mut Tx, agent: i64) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT team_id FROM team_members WHERE agent_id = $1 ORDER BY team_id")
+            .bind(agent)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from)).collect()
+    }
+
+    /// Opens a conversation and routes it at once. With an idempotency key, a retry returns
+    /// the conversation the first call opened (and `true` as the second value) and changes
+    /// nothing.
+    pub async fn open_conversation(
+        &self,
+        ws: i64,
+        new: &NewConversation,
+        idempotency_key: Option<&str>,
+        now: Millis,
+    ) -> Result<(Conversation, bool), StoreError> {
+        let started = std::time::Instant::now();
+        let (id, replayed) = retrying!(self.open_once(ws, new, idempotency_key, now).await)?;
+        crate::stats::DECISION_LATENCY.observe(started.elapsed().as_secs_f64());
+        Ok((self.conversation(ws, id, now).await?, replayed))
+    }
+
+    async fn open_once(
+        &self,
+        ws: i64,
+        new: &NewConversation,
+        key: Option<&str>,
+        now: Millis,
+    ) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(key) = key {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency (workspace_id, key, conversation_id, created_at) VALUES ($1, $2, 0, $3) \
+                 ON CONFLICT (workspace_id, key) DO NOTHING RETURNING key",
+            )
+            .bind(ws)
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                let id: i64 = sqlx::query(
+                    "SELECT conversation_id FROM idempotency WHERE workspace_id = $1 AND key = $2",
+                )
+                .bind(ws)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                tx.rollback().await?;
+                return Ok((id, true));
+            }
+        }
+        let ctx = self.context(&mut tx, ws, now).await?;
+        let mut scope = Scope::default();
+        if let Some(team) = new.team {
+            scope.teams.insert(team);
+        }
+        if let Some(agent) = new.agent {
+            let exists = sqlx::query("SELECT id FROM agents WHERE id = $1 AND workspace_id = $2")
+                .bind(agent)
+                .bind(ws)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::not_found(format!("agent {agent}")));
+            }
+            scope.agents.insert(agent);
+        }
+        // The contact: found by (channel, external id), created on first contact.
+        let channel = enum_str(&new.channel);
+        let contact = sqlx::query(
+            "SELECT id, last_agent_id, language FROM contacts WHERE workspace_id = $1 AND channel = $2 AND external_id = $3",
+        )
+        .bind(ws)
+        .bind(&channel)
+        .bind(&new.contact.external_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let tags = serde_json::to_string(&new.contact.tags)?;
+        let (contact_id, last_agent, language) = match contact {
+            Some(row) => {
+                let id: i64 = row.try_get("id")?;
+                sqlx::query(
+                    "UPDATE contacts SET name = COALESCE($1, name), language = COALESCE($2, language), \
+                     tags = CASE WHEN $3 = '[]' THEN tags ELSE $4 END WHERE id = $5",
+                )
+                .bind(&new.contact.name)
+                .bind(&new.contact.language)
+                .bind(&tags)
+                .bind(&tags)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let language = new.contact.language.clone().or(row.try_get("language")?);
+                (id, row.try_get::<Option<i64>, _>("last_agent_id")?, language)
+            }
+            None => {
+                let id: i64 = sqlx::query(
+                    "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(ws)
+                .bind(&channel)
+                .bind(&new.contact.external_id)
+                .bind(&new.contact.name)
+                .bind(&new.contact.language)
+                .bind(&tags)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                (id, None, new.contact.language.clone())
+            }
+        };
+        let previous = if new.prefer_previous_agent { last_agent } else { None };
+        if let Some(p) = previous {
+            scope.agents.insert(p);
+        }
+        let (snapshot, _) = self.load(&mut tx, ws, &scope, false).await?;
+        let when_nobody = match (new.when_nobody, new.team) {
+            (Some(w), _) => w,
+            (None, Some(team)) => {
+                let row = sqlx::query("SELECT when_nobody FROM teams WHERE id = $1")
+                    .bind(team)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                parse_enum(&row.try_get::<String, _>(0)?)?
+            }
+            (None, None) => WhenNobody::LeaveUnassigned,
+        };
+        let id: i64 = sqlx::query(
+            "INSERT INTO conversations (workspace_id, contact_id, channel, team_id, status, priority, priority_rank, \
+             queued_at, request, message, opened_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'unassigned', $5, $6, $7, 'null', $8, $9, $10) RETURNING id",
+        )
+        .bind(ws)
+        .bind(contact_id)
+        .bind(&channel)
+        .bind(new.team)
+        .bind(enum_str(&new.priority))
+        .bind(new.priority as i64)
+        .bind(now)
+        .bind(&new.message)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if let Some(key) = key {
+            sqlx::query("UPDATE idempotency SET conversation_id = $1 WHERE workspace_id = $2 AND key = $3")
+                .bind(id)
+                .bind(ws)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let target = match (new.agent, new.team) {
+            (Some(agent), Some(team)) => Some(Target::Agent {
+                agent: AgentId(agent),
+                otherwise: Otherwise::Team { team: TeamId(team), strategy: new.strategy },
+            }),
+            (Some(agent), None) => Some(Target::Agent {
+                agent: AgentId(agent),
+                otherwise: if new.wait_for_agent {
+                    Otherwise::WaitForAgent
+                } else {
+                    Otherwise::LeaveUnassigned
+                },
+            }),
+            (None, Some(team)) => Some(Target::Team { team: TeamId(team), strategy: new.strategy }),
+            (None, None) => None,
+        };
+        let mut work = Work { events: Vec::new() };
+        work.events.push(
+            PendingEvent::new("conversation.opened").conversation(id).team(new.team).data(
+                json!({ "channel": channel, "contact": contact_id, "priority": enum_str(&new.priority) }),
+            ),
+        );
+        let language = if new.match_language { language } else { None };
+        if let Some(target) = target {
+            let request = AssignRequest {
+                conversation: ConversationId(id),
+                channel: new.channel,
+                priority: new.priority,
+                arrived_at: Timestamp(now),
+                target,
+                previous_agent: previous.map(AgentId),
+                requirements: Requirements {
+                    skills: new
+                        .skills
+                        .iter()
+                        .map(|(name, min_level)| SkillRequirement {
+                            name: name.clone(),
+                            min_level: *min_level,
+                        })
+                        .collect(),
+                    language,
+                },
+                rules: new.rules,
+                when_nobody,
+            };
+            let decision = self.decide(&snapshot, &request, ctx)?;
+            let mut after = snapshot.clone();
+            queue::apply(&mut after, &request, &decision, ctx);
+            self.save(&mut tx, &snapshot, &after).await?;
+            self.record_decision(&mut tx, ws, id, &request, &decision, ctx, &mut work).await?;
+        } else {
+            work.events.push(PendingEvent::new("conversation.left_unassigned").conversation(id));
+        }
+        append_events(&mut tx, ws, now, &work.events).await?;
+        tx.commit().await?;
+        Ok((id, false))
+    }
+
+    fn decide(
+        &self,
+        snapshot: &Snapshot,
+        request: &AssignRequest,
+        ctx: Context,
+    ) -> Result<Decision, StoreError> {
+        decide(snapshot, request, ctx).map_err(|e| match e {
+            usher_core::decide::DecideError::UnknownTeam(t) => StoreError::not_found(format!("team {}", t.0)),
+        })
+    }
+
+    /// Applies a manual change under locks, then drains the scope it freed capacity in.
+    async fn manual_command(
+        &self,
+        ws: i64,
+        id: i64,
+        now: Millis,
+        event: &'static str,
+        extra_agent: Option<i64>,
+        op: &(dyn Fn(&Snapshot, CoreConversation, Context) -> Result<Change, ManualError> + Sync),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let ctx = self.context(&mut tx, ws, now).await?;
+        // Scope from an unlocked read, checked again after locking.
+        let first = self.conv_for_update(&mut tx, ws, id).await?;
+        let mut scope = Scope::default();
+        if let Some(t) = first.state.team {
+            scope.teams.insert(t.0);
+        }
+        for agent in
+            [first.state.assignee.map(|a| a.0), extra_agent, first.reserved_for].into_iter().flatten()
+        {
+            scope.agents.insert(agent);
+            for t in self.agent_teams(&mut tx, agent).await? {
+                scope.teams.insert(t);
+            }
+        }
+        let (snapshot, queue) = self.load(&mut tx, ws, &scope, true).await?;
+        let conv = self.conv_for_update(&mut tx, ws, id).await?;
+        if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
+            return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
+        }
+        let change = op(&snapshot, conv.state, ctx).map_err(manual_error)?;
+        let mut after = snapshot.clone();
+        change.apply(&mut after, ctx);
+        let mut work = Work { events: Vec::new() };
+        let before_status = conv.state.status;
+        if change.after != conv.state {
+            let assigned_at = change.assigned.map(|_| now);
+            let reserved = if change.after.status == Status::Queued { conv.reserved_for } else { None };
+            sqlx::query(
+                "UPDATE conversations SET status = $1, assignee_id = $2, last_assignee_id = $3, team_id = $4, \
+                 reserved_for = $5, assigned_at = COALESCE($6, assigned_at), \
+                 closed_at = CASE WHEN $7 = 'closed' THEN $8 ELSE closed_at END, updated_at = $9 WHERE id = $10",
+            )
+            .bind(change.after.status.as_str())
+            .bind(change.after.assignee.map(|a| a.0))
+            .bind(change.after.last_assignee.map(|a| a.0))
+            .bind(change.after.team.map(|t| t.0))
+            .bind(reserved)
+            .bind(assigned_at)
+            .bind(change.after.status.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(agent) = change.assigned {
+                sqlx::query(
+                    "UPDATE contacts SET last_agent_id = $1 WHERE id = (SELECT contact_id FROM conversations WHERE id = $2)",
+                )
+                .bind(agent.0)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if change.released.is_some() {
+                self.record_release(&mut tx, conv.state.team, now).await?;
+            }
+            work.events.push(
+                PendingEvent::new(event)
+                    .conversation(id)
+                    .agent(change.assigned.or(change.released).map(|a| a.0))
+                    .team(change.after.team.map(|t| t.0))
+                    .data(json!({
+                        "from_status": before_status.as_str(),
+                        "status": change.after.status.as_str(),
+                        "released": change.released.map(|a| a.0),
+                        "assigned": change.assigned.map(|a| a.0),
+                    })),
+            );
+        }
+        let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
+        if change.released.is_some() {
+            self.drain(&mut tx, ws, &mut after, &remaining, ctx, &mut work).await?;
+        }
+        self.save(&mut tx, &snapshot, &after).await?;
+        append_events(&mut tx, ws, now, &work.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An agent picks a conversation for itself. Fails with `already_assigned` when someone
+    /// else holds it.
+    pub async fn claim(&self, ws: i64, id: i64, agent: i64, now: Millis) -> Result<Conversation, StoreError> {
+        let op =
+            move |s: &Snapshot, c: CoreConversation, ctx: Context| manual::claim(s, c, AgentId(agent), ctx);
+        retrying!(self.manual_command(ws, id, now, "conversation.claimed", Some(agent), &op).await)?;
+        self.conversation(ws, id, now).await
+    }
+
+    /// A manager assigns a conversation to an agent (a transfer when someone holds it).
+    /// Caps and limits apply unless `force`.
+    pub async fn assign(
+        &self,
+        ws: i64,
+        id: i64,
+        agent: i64,
+        force: bool,
+        now: Millis,
+    ) -> Result<Conversation, StoreError> {
+        let op = move |s: &Snapshot, c: CoreConversation, ctx: Context| {
+            manual::assign(s, c, AgentId(agent), force, ctx)
+        };
+        retrying!(self.manual_command(ws, id, now, "conversation.transferred", Some(agent), &op).await)?;
+        self.conversation(ws, id, now).await
+    }
+
+    /// Takes a conversation from its agent; it stays unassigned for agents to pick.
+    pub async fn unassign(&self, ws: i64, id: i64, now: Millis) -> Result<Conversation, StoreError> {
+        let op = |_: &Snapshot, c: CoreConversation, _: Context| manual::unassign(c);
+        retrying!(self.manual_command(ws, id, now, "conversation.unassigned", None, &op).await)?;
+        self.conversation(ws, id, now).await
+    }
+
+    /// Closes a conversation; the freed capacity drains the queues.
+    pub async fn close(&self, ws: i64, id: i64, now: Millis) -> Result<Conversation, StoreError> {
+        let op = |_: &Snapshot, c: CoreConversation, _: Context| manual::close(c);
+        retrying!(self.manual_command(ws, id, now, "conversation.closed", None, &op).await)?;
+        self.conversation(ws, id, now).await
+    }
+
+    /// Reopens a closed conversation and routes it again (its last agent first), or transfers
+    /// an open one to another team and routes it there.
+    pub async fn reroute(
+        &self,
+        ws: i64,
+        id: i64,
+        to_team: Option<i64>,
+        now: Millis,
+    ) -> Result<Conversation, StoreError> {
+        retrying!(self.reroute_once(ws, id, to_team, now).await)?;
+        self.conversation(ws, id, now).await
+    }
+
+    async fn reroute_once(
+        &self,
+        ws: i64,
+        id: i64,
+        to_team: Option<i64>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let ctx = self.context(&mut tx, ws, now).await?;
+        let first = self.conv_for_update(&mut tx, ws, id).await?;
+        let mut scope = Scope::default();
+        let team = to_team.map(TeamId).or(first.state.team);
+        if let Some(t) = team {
+            scope.teams.insert(t.0);
+        }
+        if let Some(t) = first.state.team {
+            scope.teams.insert(t.0);
+        }
+        for agent in [first.state.assignee, first.state.last_assignee].into_iter().flatten() {
+            scope.agents.insert(agent.0);
+            for t in self.agent_teams(&mut tx, agent.0).await? {
+                scope.teams.insert(t);
+            }
+        }
+        if let Some(Target::Agent { agent, .. }) = first.request.as_ref().map(|r| &r.target) {
+            scope.agents.insert(agent.0);
+        }
+        let (snapshot, queue) = self.load(&mut tx, ws, &scope, true).await?;
+        let conv = self.conv_for_update(&mut tx, ws, id).await?;
+        if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
+            return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
+        }
+        let (change, event) = match to_team {
+            Some(t) => (
+                manual::transfer_to_team(conv.state, TeamId(t)).map_err(manual_error)?,
+                "conversation.transferred",
+            ),
+            None => (manual::reopen(conv.state).map_err(manual_error)?, "conversation.reopened"),
+        };
+        let mut after = snapshot.clone();
+        change.apply(&mut after, ctx);
+        let mut work = Work { events: Vec::new() };
+        if change.released.is_some() {
+            self.record_release(&mut tx, conv.state.team, now).await?;
+        }
+        sqlx::query(
+            "UPDATE conversations SET status = 'unassigned', assignee_id = NULL, team_id = $1, reserved_for = NULL, \
+             queued_at = $2, closed_at = NULL, updated_at = $3 WHERE id = $4",
+        )
+        .bind(change.after.team.map(|t| t.0))
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        work.events.push(
+            PendingEvent::new(event)
+                .conversation(id)
+                .agent(change.released.map(|a| a.0))
+                .team(change.after.team.map(|t| t.0))
+                .data(json!({ "from_team": conv.state.team.map(|t| t.0), "to_team": change.after.team.map(|t| t.0) })),
+        );
+        let request = match (conv.request.clone(), to_team) {
+            (Some(mut r), Some(t)) => {
+                r.target = Target::Team { team: TeamId(t), strategy: None };
+                r.previous_agent = None;
+                Some(r)
+            }
+            (Some(mut r), None) => {
+                r.previous_agent = conv.state.last_assignee.or(r.previous_agent);
+                Some(r)
+            }
+            (None, Some(t)) => {
+                let mut r = AssignRequest::to_team(ConversationId(id), TeamId(t), Timestamp(now));
+                r.channel = conv.state.channel;
+                r.priority = conv.priority;
+                Some(r)
+            }
+            (None, None) => None,
+        };
+        if let Some(mut request) = request {
+            request.arrived_at = Timestamp(now);
+            if let Target::Team { team, .. } = request.target {
+                let row = sqlx::query("SELECT when_nobody FROM teams WHERE id = $1")
+                    .bind(team.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if to_team.is_some() {
+                    request.when_nobody = parse_enum(&row.try_get::<String, _>(0)?)?;
+                }
+            }
+            let decision = self.decide(&after, &request, ctx)?;
+            queue::apply(&mut after, &request, &decision, ctx);
+            self.record_decision(&mut tx, ws, id, &request, &decision, ctx, &mut work).await?;
+        }
+        let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
+        if change.released.is_some() {
+            self.drain(&mut tx, ws, &mut after, &remaining, ctx, &mut work).await?;
+        }
+        self.save(&mut tx, &snapshot, &after).await?;
+        append_events(&mut tx, ws, now, &work.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drains the queues an agent can serve (after it came online, its cap rose, it joined a
+    /// team), inside the caller's transaction.
+    pub(crate) async fn drain_for_agents(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        agents: &[i64],
+        now: Millis,
+        events: &mut Vec<PendingEvent>,
+    ) -> Result<(), StoreError> {
+        let ctx = self.context(tx, ws, now).await?;
+        let mut scope = Scope::default();
+        for &a in agents {
+            scope.agents.insert(a);
+            for t in self.agent_teams(tx, a).await? {
+                scope.teams.insert(t);
+            }
+        }
+        let (snapshot, queue) = self.load(tx, ws, &scope, true).await?;
+        let mut after = snapshot.clone();
+        let mut work = Work { events: Vec::new() };
+        self.drain(tx, ws, &mut after, &queue, ctx, &mut work).await?;
+        self.save(tx, &snapshot, &after).await?;
+        events.extend(work.events);
+        Ok(())
+    }
+
+    /// The decisions taken for a conversation, oldest first.
+    pub async fn trace(&self, ws: i64, id: i64) -> Result<Vec<DecisionRecord>, StoreError> {
+        let exists = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found(format!("conversation {id}")));
+        }
+        let rows = sqlx::query(
+            "SELECT at, outcome, agent_id, explanation, trace FROM decisions WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DecisionRecord {
+                    at: rfc3339(r.try_get("at")?),
+                    outcome: r.try_get("outcome")?,
+                    agent: r.try_get("agent_id")?,
+                    explanation: r.try_get("explanation")?,
+                    trace: json_col(r, "trace")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A team's queue in serving order, with positions and estimates.
+    pub async fn team_queue(&self, ws: i64, team: i64, now: Millis) -> Result<TeamQueue, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let exists = sqlx::query("SELECT id FROM teams WHERE id = $1 AND workspace_id = $2")
+            .bind(team)
+            .bind(ws)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found(format!("team {team}")));
+        }
+        let throughput = self.throughput(&mut conn, team, now).await?;
+        let sql = format!(
+            "SELECT id, priority, queued_at FROM conversations WHERE status = 'queued' AND team_id = $1 \
+             ORDER BY priority_rank, queued_at, id LIMIT {}",
+            limits::QUEUE_PAGE
+        );
+        let rows = sqlx::query(&sql).bind(team).fetch_all(&mut *conn).await?;
+        let mut waiting = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let queued_at: i64 = r.try_get("queued_at")?;
+            waiting.push(QueueEntry {
+                conversation: r.try_get("id")?,
+                priority: parse_enum::<Priority>(&r.try_get::<String, _>("priority")?)?,
+                position,
+                estimated_wait_seconds: queue::estimate_wait(position, throughput),
+                waited_seconds: u64::try_from((now - queued_at).max(0) / 1000).unwrap_or(0),
+            });
+        }
+        Ok(TeamQueue {
+            team,
+            waiting,
+            recent_releases: throughput.releases,
+            window_seconds: throughput.window_seconds,
+        })
+    }
+
+    /// Lists conversations of the workspace, newest first unless paging with `after`.
+    pub async fn conversations(
+        &self,
+        ws: i64,
+        f: &ConversationFilter,
+        now: Millis,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let limit = f.limit.unwrap_or(100).clamp(1, limits::LIST_PAGE);
+        let mut sql = format!(
+            "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id WHERE c.workspace_id = $1 \
+             AND c.id > $2"
+        );
+        if let Some(s) = f.status {
+            sql.push_str(&format!(" AND c.status = '{}'", s.as_str()));
+        }
+        if let Some(t) = f.team {
+            sql.push_str(&format!(" AND c.team_id = {t}"));
+        }
+        if let Some(a) = f.assignee {
+            sql.push_str(&format!(" AND c.assignee_id = {a}"));
+        }
+        sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
+        let rows = sqlx::query(&sql).bind(ws).bind(f.after.unwrap_or(0)).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut conn = self.pool.acquire().await?;
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let place = if status_of(r)? == Status::Queued {
+                self.queue_place(&mut conn, id, now).await?
+            } else {
+                None
+            };
+            out.push(conversation_view(r, place)?);
+        }
+        Ok(out)
+    }
+
+    /// Events after `after`, oldest first, at most `limit` (capped).
+    pub async fn events(&self, ws: i64, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let limit = limit.clamp(1, limits::EVENTS_PAGE);
+        let sql = format!(
+            "SELECT seq, kind, at, conversation_id, agent_id, team_id, data FROM events \
+             WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}"
+        );
+        let rows = sqlx::query(&sql).bind(ws).bind(after).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    seq: r.try_get("seq")?,
+                    kind: r.try_get("kind")?,
+                    at: rfc3339(r.try_get("at")?),
+                    conversation: r.try_get("conversation_id")?,
+                    agent: r.try_get("agent_id")?,
+                    team: r.try_get("team_id")?,
+                    data: json_col(r, "data")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Recounts every agent's open conversations from the conversations table and reports
+    /// counters that disagree (none, when the store is correct).
+    pub async fn audit_counters(&self, ws: i64) -> Result<Vec<CounterMismatch>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.open_count, a.open_by_channel, \
+             (SELECT COUNT(*) FROM conversations c WHERE c.assignee_id = a.id AND c.status = 'assigned') AS actual \
+             FROM agents a WHERE a.workspace_id = $1 ORDER BY a.id",
+        )
+        .bind(ws)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let agent: i64 = r.try_get("id")?;
+            let stored: i64 = r.try_get("open_count")?;
+            let actual: i64 = r.try_get("actual")?;
+            if stored != actual {
+                out.push(CounterMismatch { agent, counter: "open".into(), stored, actual });
+            }
+            let by: Vec<i64> = json_col(r, "open_by_channel")?;
+            if by.iter().sum::<i64>() != actual {
+                out.push(CounterMismatch {
+                    agent,
+                    counter: "open_by_channel".into(),
+                    stored: by.iter().sum(),
+                    actual,
+                });
+            }
+        }
+        let held = sqlx::query(
+            "SELECT COUNT(*) FROM conversations WHERE workspace_id = $1 AND ((status = 'assigned') <> (assignee_id IS NOT NULL))",
+        )
+        .bind(ws)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>(0)?;
+        if held != 0 {
+            out.push(CounterMismatch {
+                agent: 0,
+                counter: "assigned_without_assignee".into(),
+                stored: held,
+                actual: 0,
+            });
+        }
+        Ok(out)
+    }
+}
