@@ -1,0 +1,699 @@
+//! End-to-end tests through the HTTP API: the real app on a random port over a real SQLite
+//! file (or PostgreSQL when `USHER_TEST_POSTGRES` is set, for the tests that say so), driven
+//! with a real HTTP client.
+
+#![allow(clippy::unwrap_used)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use usher_server::{app, now_millis, AppState};
+use usher_store::{Role, Store};
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+struct TestApp {
+    base: String,
+    http: reqwest::Client,
+    store: Store,
+    admin: String,
+    ws: i64,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
+async fn spawn_with_rate(per_second: u32, burst: u32) -> TestApp {
+    let dir = std::env::temp_dir().join(format!(
+        "usher-api-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        now_millis()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.join("usher.db").display())).await.unwrap();
+    let ws = store.create_workspace("Test", "UTC", now_millis()).await.unwrap();
+    let admin = store.create_token(ws.id, Role::Admin, None, None, now_millis()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::with_rate(store.clone(), per_second, burst);
+    tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    TestApp { base, http: reqwest::Client::new(), store, admin: admin.token, ws: ws.id }
+}
+
+async fn spawn() -> TestApp {
+    spawn_with_rate(0, 0).await
+}
+
+impl TestApp {
+    async fn raw(&self, token: Option<&str>, method: Method, path: &str, body: Option<String>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body, headers }
+    }
+
+    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.raw(Some(token), method, path, body.map(|b| b.to_string())).await
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let r = self.call(&self.admin, method, path, Some(body)).await;
+        assert!(r.status.is_success(), "{path}: {} {}", r.status, r.body);
+        r.body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self.call(&self.admin, Method::GET, path, None).await;
+        assert!(r.status.is_success(), "{path}: {} {}", r.status, r.body);
+        r.body
+    }
+
+    async fn token(&self, role: &str, agent: Option<i64>) -> String {
+        let b = self.ok(Method::POST, "/v1/tokens", json!({ "role": role, "agent": agent })).await;
+        b["token"].as_str().unwrap().to_string()
+    }
+
+    async fn team(&self, name: &str, strategy: &str) -> i64 {
+        let b = self
+            .ok(
+                Method::POST,
+                "/v1/teams",
+                json!({ "name": name, "strategy": strategy, "when_nobody": "queue" }),
+            )
+            .await;
+        b["id"].as_i64().unwrap()
+    }
+
+    async fn agent(&self, name: &str, teams: &[i64], status: &str, max_open: u32) -> i64 {
+        let b = self
+            .ok(
+                Method::POST,
+                "/v1/agents",
+                json!({ "name": name, "email": format!("{}@t.test", name.to_lowercase()), "teams": teams,
+                        "status": status, "max_open": max_open }),
+            )
+            .await;
+        b["id"].as_i64().unwrap()
+    }
+
+    async fn open(&self, team: i64, contact: &str) -> Value {
+        self.ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "whatsapp", "team": team, "contact": { "external_id": contact }, "message": "hi" }),
+        )
+        .await
+    }
+
+    /// A fingerprint of everything a bad request must not change.
+    async fn fingerprint(&self) -> Value {
+        json!({
+            "teams": self.get("/v1/teams").await,
+            "agents": self.get("/v1/agents").await,
+            "conversations": self.get("/v1/conversations?limit=500").await,
+            "events": self.get("/v1/events?limit=1000").await,
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_core_flow_assigns_queues_drains_and_explains() {
+    let t = spawn().await;
+    let support = t.team("Support", "least_open").await;
+    let ana = t.agent("Ana", &[support], "online", 1).await;
+    let bob = t.agent("Bob", &[support], "online", 1).await;
+    let _ravi = t.agent("Ravi", &[support], "offline", 1).await;
+
+    let c1 = t.open(support, "+100").await;
+    assert_eq!(c1["status"], "assigned");
+    assert_eq!(c1["assignee"], ana, "equal loads, never assigned: lowest id wins");
+    let c2 = t.open(support, "+101").await;
+    assert_eq!(c2["assignee"], bob);
+    let c3 = t.open(support, "+102").await;
+    assert_eq!(c3["status"], "queued");
+    assert_eq!(c3["queue"]["position"], 1);
+    // Cold start: 2 online slots (max_open 1 each), 300 s default handling: ceil(1*300/2).
+    assert_eq!(c3["queue"]["estimated_wait_seconds"], 150);
+    let c4 = t.open(support, "+103").await;
+    assert_eq!(c4["queue"]["position"], 2);
+    assert_eq!(c4["queue"]["estimated_wait_seconds"], 300);
+
+    let queue = t.get(&format!("/v1/teams/{support}/queue")).await;
+    let waiting: Vec<i64> =
+        queue["waiting"].as_array().unwrap().iter().map(|w| w["conversation"].as_i64().unwrap()).collect();
+    assert_eq!(waiting, vec![c3["id"].as_i64().unwrap(), c4["id"].as_i64().unwrap()]);
+
+    // Ana closes: the head of the queue goes to her at once.
+    let closed = t.ok(Method::POST, &format!("/v1/conversations/{}/close", c1["id"]), json!({})).await;
+    assert_eq!(closed["status"], "closed");
+    let c3_now = t.get(&format!("/v1/conversations/{}", c3["id"])).await;
+    assert_eq!(c3_now["status"], "assigned");
+    assert_eq!(c3_now["assignee"], ana);
+    let c4_now = t.get(&format!("/v1/conversations/{}", c4["id"])).await;
+    assert_eq!(c4_now["queue"]["position"], 1);
+
+    // The trace says why Bob got c2.
+    let trace = t.get(&format!("/v1/conversations/{}/trace", c2["id"])).await;
+    let d = &trace["decisions"][0];
+    assert_eq!(d["outcome"], "assigned");
+    assert_eq!(d["agent"], bob);
+    let explanation = d["explanation"].as_str().unwrap();
+    assert!(explanation.contains("least open contacts"), "{explanation}");
+    assert!(explanation.contains("at cap 1/1"), "{explanation}");
+    assert!(explanation.contains("offline"), "{explanation}");
+
+    // The event log tells the story in order with gap-free sequence numbers.
+    let events = t.get("/v1/events?after=0&limit=1000").await;
+    let seqs: Vec<i64> =
+        events["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let kinds: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"conversation.queued"));
+    let after = seqs[seqs.len() - 2];
+    let tail = t.get(&format!("/v1/events?after={after}")).await;
+    assert_eq!(tail["events"].as_array().unwrap().len(), 1);
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced() {
+    let t = spawn().await;
+    let sales = t.team("Sales", "round_robin").await;
+    let ana = t.agent("Ana", &[sales], "offline", 1).await;
+    let bob = t.agent("Bob", &[sales], "offline", 1).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let bob_token = t.token("agent", Some(bob)).await;
+    // Nobody online and the team queues: open with leave_unassigned for pick-and-assign.
+    let c = t
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "web_chat", "team": sales, "contact": { "external_id": "v1" }, "when_nobody": "leave_unassigned" }),
+        )
+        .await;
+    assert_eq!(c["status"], "unassigned");
+    let id = c["id"].as_i64().unwrap();
+    let path = format!("/v1/conversations/{id}/claim");
+    let (a, b) = tokio::join!(
+        t.call(&ana_token, Method::POST, &path, None),
+        t.call(&bob_token, Method::POST, &path, None)
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{} / {}", a.body, b.body);
+    let loser = if a.status == StatusCode::CONFLICT { &a } else { &b };
+    assert_eq!(loser.body["error"]["code"], "already_assigned");
+
+    // Bob is now at cap 1 or free; put a second conversation on whoever holds the first.
+    let holder = t.get(&format!("/v1/conversations/{id}")).await["assignee"].as_i64().unwrap();
+    let c2 = t
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "web_chat", "team": sales, "contact": { "external_id": "v2" }, "when_nobody": "leave_unassigned" }),
+        )
+        .await;
+    let assign = format!("/v1/conversations/{}/assign", c2["id"]);
+    let refused = t.call(&t.admin, Method::POST, &assign, Some(json!({ "agent": holder }))).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.body["error"]["code"], "agent_unavailable");
+    let forced =
+        t.call(&t.admin, Method::POST, &assign, Some(json!({ "agent": holder, "force": true }))).await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    assert_eq!(forced.body["assignee"], holder);
+
+    // Unassign, close, reopen: back to the last agent when it can take it.
+    let un = t.ok(Method::POST, &format!("/v1/conversations/{}/unassign", c2["id"]), json!({})).await;
+    assert_eq!(un["status"], "unassigned");
+    t.ok(Method::PUT, &format!("/v1/agents/{holder}/status"), json!({ "status": "online" })).await;
+    t.ok(Method::POST, &format!("/v1/conversations/{id}/close"), json!({})).await;
+    let closed_claim = t.call(&ana_token, Method::POST, &path, None).await;
+    assert_eq!(closed_claim.status, StatusCode::CONFLICT);
+    assert_eq!(closed_claim.body["error"]["code"], "conversation_closed");
+    let reopened = t.ok(Method::POST, &format!("/v1/conversations/{id}/reopen"), json!({})).await;
+    assert_eq!(reopened["status"], "assigned");
+    assert_eq!(reopened["assignee"], holder, "reopened conversations go back to their last agent");
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn idempotency_keys_make_retries_safe() {
+    let t = spawn().await;
+    let team = t.team("Support", "round_robin").await;
+    t.agent("Ana", &[team], "online", 5).await;
+    let body = json!({ "channel": "sms", "team": team, "contact": { "external_id": "+1555" } }).to_string();
+    let send = || {
+        t.http
+            .post(format!("{}/v1/conversations", t.base))
+            .bearer_auth(&t.admin)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "msg-42")
+            .body(body.clone())
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let all = t.get("/v1/conversations").await;
+    assert_eq!(all["conversations"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let t = spawn().await;
+    let team = t.team("Support", "least_open").await;
+    let agent = t.agent("Ana", &[team], "online", 2).await;
+    t.open(team, "known").await;
+    let before = t.fingerprint().await;
+    let cases: Vec<(Method, String, Option<&str>, StatusCode, &str)> = vec![
+        (Method::POST, "/v1/teams".into(), Some("{not json"), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":"X","colour":"red"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":42}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":"X","strategy":"random"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":"X","time_zone":"Mars/Base"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_time_zone",
+        ),
+        (Method::POST, "/v1/teams".into(), Some(r#"{"name":"Support"}"#), StatusCode::CONFLICT, "name_taken"),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":"   "}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(r#"{"name":"B","email":"b@t.test","skills":{"billing":9}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_skill_level",
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(r#"{"name":"B","email":"ana@t.test"}"#),
+            StatusCode::CONFLICT,
+            "email_taken",
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(r#"{"name":"B","email":"b@t.test","teams":[999]}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(r#"{"name":"B","email":"b@t.test","max_open":-1}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(r#"{"name":"B","email":"b@t.test","max_open":99999999999}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::PUT,
+            format!("/v1/agents/{agent}/status"),
+            Some(r#"{"status":"sleeping"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::PUT,
+            "/v1/agents/999/status".into(),
+            Some(r#"{"status":"online"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::PUT,
+            "/v1/agents/abc/status".into(),
+            Some(r#"{"status":"online"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"pigeon","contact":{"external_id":"x"}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":""}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"x"},"team":999}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"x"},"priority":"asap"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"x"},"skills":{"a":0}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_skill_level",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"x"},"match_language":true}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "language_required",
+        ),
+        (Method::POST, "/v1/conversations/999/close".into(), None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::POST,
+            "/v1/conversations/1/assign".into(),
+            Some(r#"{}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agent_or_team",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations/1/assign".into(),
+            Some(r#"{"agent":999}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (Method::GET, "/v1/events?after=-1".into(), None, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+        (Method::GET, "/v1/events?after=abc".into(), None, StatusCode::BAD_REQUEST, "invalid_query"),
+        (Method::GET, "/v1/conversations?status=lost".into(), None, StatusCode::BAD_REQUEST, "invalid_query"),
+        (Method::GET, "/v1/nothing".into(), None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(r#"{"role":"agent"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agent_required",
+        ),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(r#"{"role":"emperor"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = t.raw(Some(&t.admin), method.clone(), &path, body.map(str::to_string)).await;
+        assert_eq!(r.status, status, "{method} {path} {body:?}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code, "{method} {path} {body:?}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // An absurd body is refused by size before anything reads it.
+    let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(200_000));
+    let r = t.raw(Some(&t.admin), Method::POST, "/v1/teams", Some(huge)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "body_too_large");
+    // No content type.
+    let r = t
+        .http
+        .post(format!("{}/v1/teams", t.base))
+        .bearer_auth(&t.admin)
+        .body(r#"{"name":"Y"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(t.fingerprint().await, before, "bad requests changed nothing");
+}
+
+#[tokio::test]
+async fn every_route_against_every_role_and_a_foreign_workspace() {
+    let t = spawn().await;
+    let team = t.team("Support", "round_robin").await;
+    let me = t.agent("Ana", &[team], "online", 5).await;
+    let other = t.agent("Bob", &[team], "online", 5).await;
+    let tokens = [
+        ("admin", t.admin.clone()),
+        ("manager", t.token("manager", None).await),
+        ("agent", t.token("agent", Some(me)).await),
+        ("integration", t.token("integration", None).await),
+    ];
+    // Another workspace with its own admin, whose ids must be invisible here and vice versa.
+    let foreign_ws = t.store.create_workspace("Other", "UTC", now_millis()).await.unwrap();
+    let foreign =
+        t.store.create_token(foreign_ws.id, Role::Admin, None, None, now_millis()).await.unwrap().token;
+
+    // Fixtures: one conversation held by Bob, one held by Ana, one unassigned.
+    let held_by_other = t.open(team, "c-other").await;
+    assert_eq!(held_by_other["assignee"], me);
+    let mine = held_by_other["id"].as_i64().unwrap();
+    let theirs = t.open(team, "c-theirs").await;
+    assert_eq!(theirs["assignee"], other);
+    let theirs = theirs["id"].as_i64().unwrap();
+
+    // (method, path, body, roles allowed)
+    let all = ["admin", "manager", "agent", "integration"];
+    let routes: Vec<(Method, String, Option<Value>, Vec<&str>)> = vec![
+        (Method::GET, "/v1/workspace".into(), None, all.to_vec()),
+        (Method::POST, "/v1/tokens".into(), Some(json!({ "role": "integration" })), vec!["admin"]),
+        (Method::POST, "/v1/teams".into(), Some(json!({ "name": "T-{n}" })), vec!["admin", "manager"]),
+        (Method::GET, "/v1/teams".into(), None, vec!["admin", "manager", "agent"]),
+        (Method::GET, format!("/v1/teams/{team}"), None, vec!["admin", "manager", "agent"]),
+        (
+            Method::PATCH,
+            format!("/v1/teams/{team}"),
+            Some(json!({ "only_online": true })),
+            vec!["admin", "manager"],
+        ),
+        (Method::GET, format!("/v1/teams/{team}/queue"), None, vec!["admin", "manager", "agent"]),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            Some(json!({ "name": "N", "email": "n-{n}@t.test" })),
+            vec!["admin", "manager"],
+        ),
+        (Method::GET, "/v1/agents".into(), None, vec!["admin", "manager"]),
+        (Method::GET, format!("/v1/agents/{me}"), None, vec!["admin", "manager", "agent"]),
+        (Method::GET, format!("/v1/agents/{other}"), None, vec!["admin", "manager"]),
+        (
+            Method::PATCH,
+            format!("/v1/agents/{other}"),
+            Some(json!({ "max_open": 5 })),
+            vec!["admin", "manager"],
+        ),
+        (
+            Method::PUT,
+            format!("/v1/agents/{me}/status"),
+            Some(json!({ "status": "online" })),
+            vec!["admin", "manager", "agent"],
+        ),
+        (
+            Method::PUT,
+            format!("/v1/agents/{other}/status"),
+            Some(json!({ "status": "online" })),
+            vec!["admin", "manager"],
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(json!({ "channel": "sms", "contact": { "external_id": "r-{n}" } })),
+            vec!["admin", "manager", "integration"],
+        ),
+        (Method::GET, "/v1/conversations".into(), None, vec!["admin", "manager", "agent"]),
+        (Method::GET, format!("/v1/conversations/{mine}"), None, all.to_vec()),
+        (Method::GET, format!("/v1/conversations/{theirs}"), None, vec!["admin", "manager", "integration"]),
+        (Method::GET, format!("/v1/conversations/{mine}/trace"), None, vec!["admin", "manager", "agent"]),
+        (Method::GET, format!("/v1/conversations/{theirs}/trace"), None, vec!["admin", "manager"]),
+        (
+            Method::POST,
+            format!("/v1/conversations/{theirs}/assign"),
+            Some(json!({ "agent": other })),
+            vec!["admin", "manager"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{theirs}/transfer"),
+            Some(json!({ "agent": other })),
+            vec!["admin", "manager"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{theirs}/claim"),
+            Some(json!({ "agent": other })),
+            vec!["admin", "manager"],
+        ),
+        (Method::GET, "/v1/events".into(), None, vec!["admin", "manager"]),
+    ];
+    let mut n = 0;
+    for (method, path, body, allowed) in &routes {
+        for (role, token) in &tokens {
+            n += 1;
+            let body = body.as_ref().map(|b| {
+                serde_json::from_str::<Value>(&b.to_string().replace("{n}", &n.to_string())).unwrap()
+            });
+            let r = t.call(token, method.clone(), path, body).await;
+            if allowed.contains(role) {
+                assert!(
+                    r.status.is_success(),
+                    "{role} {method} {path}: expected success, got {} {}",
+                    r.status,
+                    r.body
+                );
+            } else {
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{role} {method} {path}: {}", r.body);
+                assert_eq!(r.body["error"]["code"], "forbidden");
+            }
+        }
+        // No token, a made-up token: 401. A foreign workspace's admin: our ids do not exist.
+        let r = t.raw(None, method.clone(), path, body.as_ref().map(|b| b.to_string())).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "anonymous {method} {path}");
+        let r = t.call("usher_not_a_real_token", method.clone(), path, body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "bogus {method} {path}");
+        if path.contains(&format!("/{team}"))
+            || path.contains(&format!("/{me}"))
+            || path.contains(&format!("/{theirs}"))
+        {
+            let body = body
+                .as_ref()
+                .map(|b| serde_json::from_str::<Value>(&b.to_string().replace("{n}", "x")).unwrap());
+            let r = t.call(&foreign, method.clone(), path, body).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "foreign {method} {path}: {}", r.body);
+        }
+    }
+    // Agents act for themselves only, and agent actions on others' conversations are refused.
+    let agent_token = &tokens[2].1;
+    let r = t.call(agent_token, Method::POST, &format!("/v1/conversations/{theirs}/close"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = t.call(agent_token, Method::POST, &format!("/v1/conversations/{mine}/close"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Agent lists show only the agent's own conversations.
+    let list = t.call(agent_token, Method::GET, "/v1/conversations", None).await;
+    assert!(list.body["conversations"].as_array().unwrap().iter().all(|c| c["assignee"] == me));
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after() {
+    let t = spawn_with_rate(1, 3).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let r = t.call(&t.admin, Method::GET, "/v1/workspace", None).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.body["error"]["code"], "rate_limited");
+            retry_after = r.headers.get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn operations_endpoints_and_openapi() {
+    let t = spawn().await;
+    let team = t.team("Support", "weighted").await;
+    t.agent("Ana", &[team], "online", 5).await;
+    t.open(team, "x").await;
+    let health = t.raw(None, Method::GET, "/healthz", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = t.raw(None, Method::GET, "/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let metrics = t.raw(None, Method::GET, "/metrics", None).await;
+    let text = metrics.body.as_str().unwrap().to_string();
+    for needle in [
+        "usher_decisions_total{strategy=\"weighted\",outcome=\"assigned\"}",
+        "usher_decision_seconds_bucket",
+        "usher_request_seconds_count",
+        &format!("usher_queue_length{{workspace=\"{}\",team=\"{team}\"}} 0", t.ws),
+        "usher_queue_oldest_wait_seconds",
+        "usher_conversations{status=\"assigned\"} 1",
+        "usher_agents{status=\"online\"} 1",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    assert!(metrics.headers.get("x-request-id").is_some());
+    let doc = t.raw(None, Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let paths = doc.body["paths"].as_object().unwrap();
+    for p in [
+        "/v1/teams",
+        "/v1/teams/{id}",
+        "/v1/teams/{id}/queue",
+        "/v1/agents",
+        "/v1/agents/{id}",
+        "/v1/agents/{id}/status",
+        "/v1/conversations",
+        "/v1/conversations/{id}",
+        "/v1/conversations/{id}/claim",
+        "/v1/conversations/{id}/assign",
+        "/v1/conversations/{id}/transfer",
+        "/v1/conversations/{id}/unassign",
+        "/v1/conversations/{id}/close",
+        "/v1/conversations/{id}/reopen",
+        "/v1/conversations/{id}/trace",
+        "/v1/events",
+        "/v1/tokens",
+        "/v1/workspace",
+    ] {
+        assert!(paths.contains_key(p), "OpenAPI lacks {p}");
+    }
+}
