@@ -177,6 +177,8 @@ fn manual_error(e: ManualError) -> StoreError {
 /// What a command produced besides the conversation itself.
 struct Work {
     events: Vec<PendingEvent>,
+    /// Agent names for explanations, filled by [`Store::load`].
+    names: BTreeMap<i64, String>,
 }
 
 impl Store {
@@ -201,7 +203,7 @@ impl Store {
         ws: i64,
         scope: &Scope,
         with_queue: bool,
-    ) -> Result<(Snapshot, Vec<Waiting>), StoreError> {
+    ) -> Result<(Snapshot, Vec<Waiting>, BTreeMap<i64, String>), StoreError> {
         let lock = self.for_update();
         let mut teams = Vec::new();
         for &id in &scope.teams {
@@ -248,8 +250,11 @@ impl Store {
             id_list(extra.iter().copied())
         );
         let mut agents = Vec::new();
+        let mut names = BTreeMap::new();
         for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
-            agents.push(core_agent(&row)?);
+            let agent = core_agent(&row)?;
+            names.insert(agent.id.0, row.try_get::<String, _>("name")?);
+            agents.push(agent);
         }
         if !scope.teams.is_empty() && !agents.is_empty() {
             let sql = format!(
@@ -265,7 +270,7 @@ impl Store {
             }
         }
         let snapshot = Snapshot::new(agents, teams).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok((snapshot, queue))
+        Ok((snapshot, queue, names))
     }
 
     /// Writes back the counters and rotations that differ between `before` and `after`.
@@ -347,7 +352,9 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        let explanation = decision.trace.explain(|a| format!("agent {}", a.0));
+        let explanation = decision
+            .trace
+            .explain(|a| work.names.get(&a.0).cloned().unwrap_or_else(|| format!("agent {}", a.0)));
         sqlx::query(
             "INSERT INTO decisions (workspace_id, conversation_id, at, outcome, agent_id, explanation, trace) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -677,7 +684,7 @@ impl Store {
         if let Some(p) = previous {
             scope.agents.insert(p);
         }
-        let (snapshot, _) = self.load(&mut tx, ws, &scope, false).await?;
+        let (snapshot, _, names) = self.load(&mut tx, ws, &scope, false).await?;
         let when_nobody = match (new.when_nobody, new.team) {
             (Some(w), _) => w,
             (None, Some(team)) => {
@@ -731,7 +738,7 @@ impl Store {
             (None, Some(team)) => Some(Target::Team { team: TeamId(team), strategy: new.strategy }),
             (None, None) => None,
         };
-        let mut work = Work { events: Vec::new() };
+        let mut work = Work { events: Vec::new(), names };
         work.events.push(
             PendingEvent::new("conversation.opened").conversation(id).team(new.team).data(
                 json!({ "channel": channel, "contact": contact_id, "priority": enum_str(&new.priority) }),
@@ -810,7 +817,7 @@ impl Store {
                 scope.teams.insert(t);
             }
         }
-        let (snapshot, queue) = self.load(&mut tx, ws, &scope, true).await?;
+        let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
         let conv = self.conv_for_update(&mut tx, ws, id).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
@@ -818,7 +825,7 @@ impl Store {
         let change = op(&snapshot, conv.state, ctx).map_err(manual_error)?;
         let mut after = snapshot.clone();
         change.apply(&mut after, ctx);
-        let mut work = Work { events: Vec::new() };
+        let mut work = Work { events: Vec::new(), names };
         let before_status = conv.state.status;
         if change.after != conv.state {
             let assigned_at = change.assigned.map(|_| now);
@@ -955,7 +962,7 @@ impl Store {
         if let Some(Target::Agent { agent, .. }) = first.request.as_ref().map(|r| &r.target) {
             scope.agents.insert(agent.0);
         }
-        let (snapshot, queue) = self.load(&mut tx, ws, &scope, true).await?;
+        let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
         let conv = self.conv_for_update(&mut tx, ws, id).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
@@ -969,7 +976,7 @@ impl Store {
         };
         let mut after = snapshot.clone();
         change.apply(&mut after, ctx);
-        let mut work = Work { events: Vec::new() };
+        let mut work = Work { events: Vec::new(), names };
         if change.released.is_some() {
             self.record_release(&mut tx, conv.state.team, now).await?;
         }
@@ -1051,9 +1058,9 @@ impl Store {
                 scope.teams.insert(t);
             }
         }
-        let (snapshot, queue) = self.load(tx, ws, &scope, true).await?;
+        let (snapshot, queue, names) = self.load(tx, ws, &scope, true).await?;
         let mut after = snapshot.clone();
-        let mut work = Work { events: Vec::new() };
+        let mut work = Work { events: Vec::new(), names };
         self.drain(tx, ws, &mut after, &queue, ctx, &mut work).await?;
         self.save(tx, &snapshot, &after).await?;
         events.extend(work.events);
