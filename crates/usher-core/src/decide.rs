@@ -178,10 +178,55 @@ pub fn eligibility(
     request: &AssignRequest,
     ctx: Context,
 ) -> Result<(), Skip> {
+    match check(agent, team, only_online, request, ctx) {
+        None => Ok(()),
+        Some(fail) => Err(fail.into_skip(agent, team, request)),
+    }
+}
+
+/// Why a check failed, in a form small enough to travel in registers: the hot loop over a
+/// team's members runs this for every member, and only skipped members pay for the full
+/// [`Skip`] (which may carry strings).
+#[derive(Debug, Clone, Copy)]
+enum Fail {
+    NotInTeam,
+    Presence,
+    AtCap { open: u32, cap: u32 },
+    AtChannelCap { open: u32, cap: u32 },
+    DailyLimit { received: u32, limit: u32 },
+    MissingSkill { index: u32 },
+    MissingLanguage,
+}
+
+impl Fail {
+    fn into_skip(self, agent: &Agent, team: Option<TeamId>, request: &AssignRequest) -> Skip {
+        match self {
+            Fail::NotInTeam => Skip::NotInTeam { team: team.unwrap_or(TeamId(0)) },
+            Fail::Presence => Skip::Presence { presence: agent.presence },
+            Fail::AtCap { open, cap } => Skip::AtCap { open, cap },
+            Fail::AtChannelCap { open, cap } => Skip::AtChannelCap { channel: request.channel, open, cap },
+            Fail::DailyLimit { received, limit } => Skip::DailyLimit { received, limit },
+            Fail::MissingSkill { index } => {
+                let need = &request.requirements.skills[index as usize];
+                Skip::MissingSkill {
+                    skill: need.name.clone(),
+                    required: need.min_level,
+                    has: agent.skill_level(&need.name),
+                }
+            }
+            Fail::MissingLanguage => Skip::MissingLanguage {
+                language: request.requirements.language.clone().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+#[inline]
+fn check(agent: &Agent, team: Option<TeamId>, only_online: bool, request: &AssignRequest, ctx: Context) -> Option<Fail> {
     let rules = &request.rules;
     if let Some(team) = team {
         if !agent.in_team(team) {
-            return Err(Skip::NotInTeam { team });
+            return Some(Fail::NotInTeam);
         }
     }
     if only_online {
@@ -192,18 +237,18 @@ pub fn eligibility(
             Presence::Offline => false,
         };
         if !ok {
-            return Err(Skip::Presence { presence: agent.presence });
+            return Some(Fail::Presence);
         }
     }
     let cap = rules.cap.map_or(agent.max_open, |c| c.min(agent.max_open));
     if agent.open >= cap {
-        return Err(Skip::AtCap { open: agent.open, cap });
+        return Some(Fail::AtCap { open: agent.open, cap });
     }
     if rules.channel_caps {
         if let Some(cap) = agent.channel_caps.get(request.channel) {
             let open = agent.open_by_channel.get(request.channel);
             if open >= cap {
-                return Err(Skip::AtChannelCap { channel: request.channel, open, cap });
+                return Some(Fail::AtChannelCap { open, cap });
             }
         }
     }
@@ -211,22 +256,21 @@ pub fn eligibility(
         if let Some(limit) = agent.daily_limit {
             let received = agent.received.on(ctx.today);
             if received >= limit {
-                return Err(Skip::DailyLimit { received, limit });
+                return Some(Fail::DailyLimit { received, limit });
             }
         }
     }
-    for need in &request.requirements.skills {
-        let has = agent.skill_level(&need.name);
-        if has.is_none_or(|level| level < need.min_level) {
-            return Err(Skip::MissingSkill { skill: need.name.clone(), required: need.min_level, has });
+    for (index, need) in request.requirements.skills.iter().enumerate() {
+        if agent.skill_level(&need.name).is_none_or(|level| level < need.min_level) {
+            return Some(Fail::MissingSkill { index: u32::try_from(index).unwrap_or(u32::MAX) });
         }
     }
     if let Some(language) = &request.requirements.language {
         if !agent.speaks(language) {
-            return Err(Skip::MissingLanguage { language: language.clone() });
+            return Some(Fail::MissingLanguage);
         }
     }
-    Ok(())
+    None
 }
 
 /// Runs a strategy over a team's members. Returns the attempt and, when the strategy keeps
@@ -247,12 +291,13 @@ fn run_strategy(
     let mut eligible: Vec<(usize, usize)> = Vec::with_capacity(members.len());
     for &ai in members {
         let agent = snapshot.agent_at(ai);
-        let verdict = match eligibility(agent, Some(team.id), only_online, request, ctx) {
-            Err(reason) => Verdict::Skipped { reason },
-            Ok(()) if strategy == Strategy::Weighted && agent.weight == 0 => {
+        // Members by construction: the membership check (a pointer chase per agent) is skipped.
+        let verdict = match check(agent, None, only_online, request, ctx) {
+            Some(fail) => Verdict::Skipped { reason: fail.into_skip(agent, None, request) },
+            None if strategy == Strategy::Weighted && agent.weight == 0 => {
                 Verdict::Skipped { reason: Skip::ZeroWeight }
             }
-            Ok(()) => {
+            None => {
                 eligible.push((candidates.len(), ai));
                 Verdict::Passed { why: WhyNot::NotNext }
             }
