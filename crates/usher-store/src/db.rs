@@ -4,6 +4,7 @@ use crate::error::StoreError;
 use crate::types::Millis;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which database is behind the store.
@@ -20,10 +21,40 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// SQLite has one writer. Writers queue here, in the process, instead of spinning in
+    /// SQLite's busy handler (which sleeps in steps of up to 100 ms and wrecks latency).
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A transaction in progress.
-pub(crate) type Tx = Transaction<'static, Any>;
+/// A write transaction in progress; on SQLite it also holds the process's write turn.
+/// Dereferences to the connection, so `&mut *tx` is an executor.
+pub(crate) struct Tx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
 
 /// An event to append when the transaction commits.
 #[derive(Debug, Clone)]
@@ -82,7 +113,8 @@ impl Store {
                             use sqlx::Executor;
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
                             )
                             .await?;
                             Ok(())
@@ -99,7 +131,7 @@ impl Store {
                     .await?
             }
         };
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, write_lock: Arc::new(tokio::sync::Mutex::new(())) };
         store.migrate().await?;
         Ok(store)
     }
@@ -132,8 +164,11 @@ impl Store {
     /// transactions never both read and then fight over the upgrade.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let turn = self.write_lock.clone().lock_owned().await;
+                Tx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: Some(turn) }
+            }
+            Backend::Postgres => Tx { tx: self.pool.begin().await?, _turn: None },
         })
     }
 

@@ -223,30 +223,41 @@ impl Store {
         let mut queue = Vec::new();
         let mut extra: BTreeSet<i64> = scope.agents.clone();
         if with_queue && !(scope.teams.is_empty() && scope.agents.is_empty()) {
-            let sql = format!(
-                "SELECT request FROM conversations WHERE workspace_id = $1 AND status = 'queued' \
-                 AND (team_id IN ({}) OR reserved_for IN ({})) \
+            // One query per index (a team's queue, an agent's reserved queue): an OR across
+            // the two would make the planner scan every conversation of the workspace.
+            let team_sql = format!(
+                "SELECT request FROM conversations WHERE status = 'queued' AND team_id IN ({}) \
                  ORDER BY priority_rank, queued_at, id LIMIT {}",
                 id_list(scope.teams.iter().copied()),
+                limits::DRAIN_BATCH
+            );
+            let agent_sql = format!(
+                "SELECT request FROM conversations WHERE status = 'queued' AND reserved_for IN ({}) \
+                 ORDER BY priority_rank, queued_at, id LIMIT {}",
                 id_list(scope.agents.iter().copied()),
                 limits::DRAIN_BATCH
             );
-            for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
-                let request: AssignRequest = json_col(&row, "request")?;
-                if let Target::Agent { agent, .. } = request.target {
-                    extra.insert(agent.0);
+            let mut seen = BTreeSet::new();
+            for sql in [team_sql, agent_sql] {
+                for row in sqlx::query(&sql).fetch_all(&mut **tx).await? {
+                    let request: AssignRequest = json_col(&row, "request")?;
+                    if let Target::Agent { agent, .. } = request.target {
+                        extra.insert(agent.0);
+                    }
+                    if let Some(p) = request.previous_agent {
+                        extra.insert(p.0);
+                    }
+                    if seen.insert(request.conversation) {
+                        queue.push(Waiting { request });
+                    }
                 }
-                if let Some(p) = request.previous_agent {
-                    extra.insert(p.0);
-                }
-                queue.push(Waiting { request });
             }
             queue::sort(&mut queue);
         }
         let team_list = id_list(scope.teams.iter().copied());
         let sql = format!(
-            "SELECT * FROM agents WHERE workspace_id = $1 AND (id IN (SELECT agent_id FROM team_members \
-             WHERE team_id IN ({team_list})) OR id IN ({})) ORDER BY id{lock}",
+            "SELECT * FROM agents WHERE id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
+             UNION ALL SELECT id FROM agents WHERE id IN ({})) AND +workspace_id = $1 ORDER BY id{lock}",
             id_list(extra.iter().copied())
         );
         let mut agents = Vec::new();
