@@ -214,15 +214,21 @@ impl Fail {
                     has: agent.skill_level(&need.name),
                 }
             }
-            Fail::MissingLanguage => Skip::MissingLanguage {
-                language: request.requirements.language.clone().unwrap_or_default(),
-            },
+            Fail::MissingLanguage => {
+                Skip::MissingLanguage { language: request.requirements.language.clone().unwrap_or_default() }
+            }
         }
     }
 }
 
 #[inline]
-fn check(agent: &Agent, team: Option<TeamId>, only_online: bool, request: &AssignRequest, ctx: Context) -> Option<Fail> {
+fn check(
+    agent: &Agent,
+    team: Option<TeamId>,
+    only_online: bool,
+    request: &AssignRequest,
+    ctx: Context,
+) -> Option<Fail> {
     let rules = &request.rules;
     if let Some(team) = team {
         if !agent.in_team(team) {
