@@ -222,6 +222,9 @@ impl Workspace {
         request.arrived_at = ctx.now;
         let decision = decide(&self.snapshot, &request, ctx)?;
         self.commit(id, change, ctx);
+        if let Some(record) = self.conversations.get_mut(&id) {
+            record.request = request.clone();
+        }
         self.settle(&request, decision.clone(), ctx);
         Ok(decision)
     }
