@@ -61,6 +61,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { what } => ApiError::not_found(what),
             StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             StoreError::Invalid { code, message } => ApiError::invalid(code, message),
+            StoreError::Moved => ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_change",
+                "the conversation kept changing under concurrent requests; nothing was changed, try again",
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 let status = match other {

@@ -26,27 +26,76 @@ struct Reply {
     headers: reqwest::header::HeaderMap,
 }
 
-async fn spawn_with_rate(per_second: u32, burst: u32) -> TestApp {
-    let dir = std::env::temp_dir().join(format!(
-        "usher-api-{}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        now_millis()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.join("usher.db").display())).await.unwrap();
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database: a SQLite file in a temporary folder, or a new PostgreSQL database on the
+/// server named by `USHER_TEST_POSTGRES` (None when that is unset: the test is skipped).
+fn fresh_database(backend: Backend) -> Option<String> {
+    let unique = format!("{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), now_millis());
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("usher-api-{unique}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            Some(format!("sqlite://{}", dir.join("usher.db").display()))
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("USHER_TEST_POSTGRES").ok().filter(|u| !u.is_empty())?;
+            let name = format!("usher_api_{unique}");
+            let status = std::process::Command::new("psql")
+                .args([admin.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+                .status()
+                .expect("psql runs");
+            assert!(status.success(), "could not create database {name}");
+            let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
+            Some(format!("{base}/{name}"))
+        }
+    }
+}
+
+async fn spawn_on(backend: Backend, per_second: u32, burst: u32) -> Option<TestApp> {
+    let url = fresh_database(backend)?;
+    let store = Store::connect(&url).await.unwrap();
     let ws = store.create_workspace("Test", "UTC", now_millis()).await.unwrap();
     let admin = store.create_token(ws.id, Role::Admin, None, None, now_millis()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = AppState::with_rate(store.clone(), per_second, burst);
     tokio::spawn(async move { axum::serve(listener, app(state)).await });
-    TestApp { base, http: reqwest::Client::new(), store, admin: admin.token, ws: ws.id }
+    Some(TestApp { base, http: reqwest::Client::new(), store, admin: admin.token, ws: ws.id })
 }
 
-async fn spawn() -> TestApp {
-    spawn_with_rate(0, 0).await
+/// Declares a test body once and runs it on SQLite and, when `USHER_TEST_POSTGRES` is set, on
+/// PostgreSQL.
+macro_rules! both {
+    ($name:ident, $rate:expr, $burst:expr, $body:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                $body(spawn_on(Backend::Sqlite, $rate, $burst).await.unwrap()).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                match spawn_on(Backend::Postgres, $rate, $burst).await {
+                    Some(t) => $body(t).await,
+                    None => eprintln!("USHER_TEST_POSTGRES is not set: PostgreSQL variant skipped"),
+                }
+            }
+        }
+    };
 }
+
+both!(core_flow, 0, 0, the_core_flow_assigns_queues_drains_and_explains);
+both!(claims, 0, 0, claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced);
+both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
+both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
+both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
+both!(rate_limit, 1, 3, a_token_over_its_rate_gets_429_with_retry_after);
+both!(operations, 0, 0, operations_endpoints_and_openapi);
 
 impl TestApp {
     async fn raw(&self, token: Option<&str>, method: Method, path: &str, body: Option<String>) -> Reply {
@@ -129,9 +178,7 @@ impl TestApp {
     }
 }
 
-#[tokio::test]
-async fn the_core_flow_assigns_queues_drains_and_explains() {
-    let t = spawn().await;
+async fn the_core_flow_assigns_queues_drains_and_explains(t: TestApp) {
     let support = t.team("Support", "least_open").await;
     let ana = t.agent("Ana", &[support], "online", 1).await;
     let bob = t.agent("Bob", &[support], "online", 1).await;
@@ -189,9 +236,7 @@ async fn the_core_flow_assigns_queues_drains_and_explains() {
     assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced() {
-    let t = spawn().await;
+async fn claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced(t: TestApp) {
     let sales = t.team("Sales", "round_robin").await;
     let ana = t.agent("Ana", &[sales], "offline", 1).await;
     let bob = t.agent("Bob", &[sales], "offline", 1).await;
@@ -250,9 +295,7 @@ async fn claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced()
     assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn idempotency_keys_make_retries_safe() {
-    let t = spawn().await;
+async fn idempotency_keys_make_retries_safe(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
     t.agent("Ana", &[team], "online", 5).await;
     let body = json!({ "channel": "sms", "team": team, "contact": { "external_id": "+1555" } }).to_string();
@@ -276,9 +319,7 @@ async fn idempotency_keys_make_retries_safe() {
     assert_eq!(all["conversations"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let t = spawn().await;
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing(t: TestApp) {
     let team = t.team("Support", "least_open").await;
     let agent = t.agent("Ana", &[team], "online", 2).await;
     t.open(team, "known").await;
@@ -484,9 +525,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(t.fingerprint().await, before, "bad requests changed nothing");
 }
 
-#[tokio::test]
-async fn every_route_against_every_role_and_a_foreign_workspace() {
-    let t = spawn().await;
+async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
     let me = t.agent("Ana", &[team], "online", 5).await;
     let other = t.agent("Bob", &[team], "online", 5).await;
@@ -629,9 +668,7 @@ async fn every_route_against_every_role_and_a_foreign_workspace() {
     assert!(list.body["conversations"].as_array().unwrap().iter().all(|c| c["assignee"] == me));
 }
 
-#[tokio::test]
-async fn a_token_over_its_rate_gets_429_with_retry_after() {
-    let t = spawn_with_rate(1, 3).await;
+async fn a_token_over_its_rate_gets_429_with_retry_after(t: TestApp) {
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for _ in 0..5 {
@@ -647,9 +684,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(retry_after.as_deref(), Some("1"));
 }
 
-#[tokio::test]
-async fn operations_endpoints_and_openapi() {
-    let t = spawn().await;
+async fn operations_endpoints_and_openapi(t: TestApp) {
     let team = t.team("Support", "weighted").await;
     t.agent("Ana", &[team], "online", 5).await;
     t.open(team, "x").await;

@@ -200,22 +200,43 @@ pub(crate) async fn append_events(
             .fetch_one(&mut **tx)
             .await?
             .try_get(0)?;
-    for (i, e) in events.iter().enumerate() {
-        let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
-        sqlx::query(
-            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(workspace)
-        .bind(seq)
-        .bind(e.kind)
-        .bind(now)
-        .bind(e.conversation)
-        .bind(e.agent)
-        .bind(e.team)
-        .bind(e.data.to_string())
-        .execute(&mut **tx)
-        .await?;
+    // One multi-row insert (at most a few dozen rows: the events of one command), so a
+    // command pays one round trip for its events.
+    for (ci, chunk) in events.chunks(64).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, data) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            ));
+        }
+        let mut query = sqlx::query(&sql);
+        for (i, e) in chunk.iter().enumerate() {
+            let seq = last - n + 1 + i64::try_from(ci * 64 + i).unwrap_or(0);
+            query = query
+                .bind(workspace)
+                .bind(seq)
+                .bind(e.kind)
+                .bind(now)
+                .bind(e.conversation)
+                .bind(e.agent)
+                .bind(e.team)
+                .bind(e.data.to_string());
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another transaction changed what this one read before locking it; run it again.
+    #[error("concurrent change; retry")]
+    Moved,
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -57,6 +60,7 @@ impl StoreError {
     /// serialization failure, SQLite busy).
     pub fn is_retryable(&self) -> bool {
         match self {
+            StoreError::Moved => true,
             StoreError::Database(sqlx::Error::Database(e)) => {
                 matches!(e.code().as_deref(), Some("40P01" | "40001" | "5" | "517" | "6"))
             }

@@ -472,9 +472,9 @@ impl Store {
             .try_get(0)?;
         let row = sqlx::query(
             "SELECT t.default_handle_seconds, t.only_online, \
-             (SELECT COALESCE(SUM(a.max_open), 0) FROM agents a JOIN team_members m ON m.agent_id = a.id \
+             (SELECT CAST(COALESCE(SUM(a.max_open), 0) AS BIGINT) FROM agents a JOIN team_members m ON m.agent_id = a.id \
               WHERE m.team_id = t.id AND a.status = 'online') AS online_slots, \
-             (SELECT COALESCE(SUM(a.max_open), 0) FROM agents a JOIN team_members m ON m.agent_id = a.id \
+             (SELECT CAST(COALESCE(SUM(a.max_open), 0) AS BIGINT) FROM agents a JOIN team_members m ON m.agent_id = a.id \
               WHERE m.team_id = t.id AND a.status <> 'offline') AS present_slots \
              FROM teams t WHERE t.id = $1",
         )
@@ -555,14 +555,30 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::not_found(format!("conversation {id}")))?;
-        let place = self.queue_place(&mut conn, id, now).await?;
+        let place = if status_of(&row)? == Status::Queued {
+            self.queue_place(&mut conn, id, now).await?
+        } else {
+            None
+        };
         conversation_view(&row, place)
     }
 
-    async fn conv_for_update(&self, tx: &mut Tx, ws: i64, id: i64) -> Result<ConvRow, StoreError> {
+    /// Reads a conversation's routing state, locking its row on PostgreSQL (taken after the
+    /// team and agent locks, like every conversation row a command writes).
+    async fn conv_for_update(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        id: i64,
+        locked: bool,
+    ) -> Result<ConvRow, StoreError> {
+        let lock = match self.backend {
+            crate::db::Backend::Postgres if locked => " FOR UPDATE OF c",
+            _ => "",
+        };
         let sql = format!(
             "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id \
-             WHERE c.id = $1 AND c.workspace_id = $2"
+             WHERE c.id = $1 AND c.workspace_id = $2{lock}"
         );
         let row = sqlx::query(&sql)
             .bind(id)
@@ -647,50 +663,28 @@ impl Store {
         }
         // The contact: found by (channel, external id), created on first contact.
         let channel = enum_str(&new.channel);
-        let contact = sqlx::query(
-            "SELECT id, last_agent_id, language FROM contacts WHERE workspace_id = $1 AND channel = $2 AND external_id = $3",
+        let tags = serde_json::to_string(&new.contact.tags)?;
+        // One statement finds or creates the contact and refreshes what the channel told us.
+        let row = sqlx::query(
+            "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (workspace_id, channel, external_id) DO UPDATE SET \
+             name = COALESCE(excluded.name, contacts.name), language = COALESCE(excluded.language, contacts.language), \
+             tags = CASE WHEN excluded.tags = '[]' THEN contacts.tags ELSE excluded.tags END \
+             RETURNING id, last_agent_id, language",
         )
         .bind(ws)
         .bind(&channel)
         .bind(&new.contact.external_id)
-        .fetch_optional(&mut *tx)
+        .bind(&new.contact.name)
+        .bind(&new.contact.language)
+        .bind(&tags)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await?;
-        let tags = serde_json::to_string(&new.contact.tags)?;
-        let (contact_id, last_agent, language) = match contact {
-            Some(row) => {
-                let id: i64 = row.try_get("id")?;
-                sqlx::query(
-                    "UPDATE contacts SET name = COALESCE($1, name), language = COALESCE($2, language), \
-                     tags = CASE WHEN $3 = '[]' THEN tags ELSE $4 END WHERE id = $5",
-                )
-                .bind(&new.contact.name)
-                .bind(&new.contact.language)
-                .bind(&tags)
-                .bind(&tags)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                let language = new.contact.language.clone().or(row.try_get("language")?);
-                (id, row.try_get::<Option<i64>, _>("last_agent_id")?, language)
-            }
-            None => {
-                let id: i64 = sqlx::query(
-                    "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                )
-                .bind(ws)
-                .bind(&channel)
-                .bind(&new.contact.external_id)
-                .bind(&new.contact.name)
-                .bind(&new.contact.language)
-                .bind(&tags)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-                (id, None, new.contact.language.clone())
-            }
-        };
+        let contact_id: i64 = row.try_get("id")?;
+        let last_agent: Option<i64> = row.try_get("last_agent_id")?;
+        let language: Option<String> = row.try_get("language")?;
         let previous = if new.prefer_previous_agent { last_agent } else { None };
         if let Some(p) = previous {
             scope.agents.insert(p);
@@ -815,7 +809,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let ctx = self.context(&mut tx, ws, now).await?;
         // Scope from an unlocked read, checked again after locking.
-        let first = self.conv_for_update(&mut tx, ws, id).await?;
+        let first = self.conv_for_update(&mut tx, ws, id, false).await?;
         let mut scope = Scope::default();
         if let Some(t) = first.state.team {
             scope.teams.insert(t.0);
@@ -829,9 +823,9 @@ impl Store {
             }
         }
         let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
-        let conv = self.conv_for_update(&mut tx, ws, id).await?;
+        let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
-            return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
+            return Err(StoreError::Moved);
         }
         let change = op(&snapshot, conv.state, ctx).map_err(manual_error)?;
         let mut after = snapshot.clone();
@@ -955,7 +949,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let ctx = self.context(&mut tx, ws, now).await?;
-        let first = self.conv_for_update(&mut tx, ws, id).await?;
+        let first = self.conv_for_update(&mut tx, ws, id, false).await?;
         let mut scope = Scope::default();
         let team = to_team.map(TeamId).or(first.state.team);
         if let Some(t) = team {
@@ -974,9 +968,9 @@ impl Store {
             scope.agents.insert(agent.0);
         }
         let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
-        let conv = self.conv_for_update(&mut tx, ws, id).await?;
+        let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
-            return Err(StoreError::Database(sqlx::Error::Protocol("conversation moved; retry".into())));
+            return Err(StoreError::Moved);
         }
         let (change, event) = match to_team {
             Some(t) => (
