@@ -1,7 +1,9 @@
 //! One decision for teams of 10 to 10,000 agents, for each strategy.
 //!
-//! Every agent is a member of the team, a third of them are offline or at cap (so the
+//! Every agent is a member of the team, a fifth of them offline and a ninth at cap (so the
 //! eligibility checks do real work), and the trace records every candidate, as in production.
+
+#![allow(missing_docs)] // criterion's macros generate undocumented functions
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;

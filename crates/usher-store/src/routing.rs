@@ -176,6 +176,10 @@ fn manual_error(e: ManualError) -> StoreError {
 
 /// What a command produced besides the conversation itself.
 struct Work {
+    /// The workspace the command runs in.
+    ws: i64,
+    /// Now, and today in the workspace's time zone.
+    ctx: Context,
     events: Vec<PendingEvent>,
     /// Agent names for explanations, filled by [`Store::load`].
     names: BTreeMap<i64, String>,
@@ -325,14 +329,12 @@ impl Store {
     async fn record_decision(
         &self,
         tx: &mut Tx,
-        ws: i64,
         conversation: i64,
         request: &AssignRequest,
         decision: &Decision,
-        ctx: Context,
         work: &mut Work,
     ) -> Result<(), StoreError> {
-        let now = ctx.now.0;
+        let (ws, now) = (work.ws, work.ctx.now.0);
         let (status, assignee, reserved) = match decision.outcome {
             Outcome::Assigned(a) => ("assigned", Some(a.0), None),
             Outcome::Queued { reserved_for, .. } => ("queued", None, reserved_for.map(|a| a.0)),
@@ -418,12 +420,11 @@ impl Store {
     async fn drain(
         &self,
         tx: &mut Tx,
-        ws: i64,
         snapshot: &mut Snapshot,
         queue: &[Waiting],
-        ctx: Context,
         work: &mut Work,
     ) -> Result<(), StoreError> {
+        let ctx = work.ctx;
         if queue.is_empty() {
             return Ok(());
         }
@@ -432,7 +433,7 @@ impl Store {
             let request =
                 queue.iter().find(|w| w.conversation() == d.conversation).map(|w| w.request.clone());
             if let Some(request) = request {
-                self.record_decision(tx, ws, d.conversation.0, &request, &d.decision, ctx, work).await?;
+                self.record_decision(tx, d.conversation.0, &request, &d.decision, work).await?;
             }
         }
         Ok(())
@@ -743,7 +744,7 @@ impl Store {
             (None, Some(team)) => Some(Target::Team { team: TeamId(team), strategy: new.strategy }),
             (None, None) => None,
         };
-        let mut work = Work { events: Vec::new(), names };
+        let mut work = Work { ws, ctx, events: Vec::new(), names };
         work.events.push(
             PendingEvent::new("conversation.opened").conversation(id).team(new.team).data(
                 json!({ "channel": channel, "contact": contact_id, "priority": enum_str(&new.priority) }),
@@ -776,7 +777,7 @@ impl Store {
             let mut after = snapshot.clone();
             queue::apply(&mut after, &request, &decision, ctx);
             self.save(&mut tx, &snapshot, &after).await?;
-            self.record_decision(&mut tx, ws, id, &request, &decision, ctx, &mut work).await?;
+            self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;
         } else {
             work.events.push(PendingEvent::new("conversation.left_unassigned").conversation(id));
         }
@@ -830,7 +831,7 @@ impl Store {
         let change = op(&snapshot, conv.state, ctx).map_err(manual_error)?;
         let mut after = snapshot.clone();
         change.apply(&mut after, ctx);
-        let mut work = Work { events: Vec::new(), names };
+        let mut work = Work { ws, ctx, events: Vec::new(), names };
         let before_status = conv.state.status;
         if change.after != conv.state {
             let assigned_at = change.assigned.map(|_| now);
@@ -879,7 +880,7 @@ impl Store {
         }
         let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
         if change.released.is_some() {
-            self.drain(&mut tx, ws, &mut after, &remaining, ctx, &mut work).await?;
+            self.drain(&mut tx, &mut after, &remaining, &mut work).await?;
         }
         self.save(&mut tx, &snapshot, &after).await?;
         append_events(&mut tx, ws, now, &work.events).await?;
@@ -981,7 +982,7 @@ impl Store {
         };
         let mut after = snapshot.clone();
         change.apply(&mut after, ctx);
-        let mut work = Work { events: Vec::new(), names };
+        let mut work = Work { ws, ctx, events: Vec::new(), names };
         if change.released.is_some() {
             self.record_release(&mut tx, conv.state.team, now).await?;
         }
@@ -1033,11 +1034,11 @@ impl Store {
             }
             let decision = self.decide(&after, &request, ctx)?;
             queue::apply(&mut after, &request, &decision, ctx);
-            self.record_decision(&mut tx, ws, id, &request, &decision, ctx, &mut work).await?;
+            self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;
         }
         let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
         if change.released.is_some() {
-            self.drain(&mut tx, ws, &mut after, &remaining, ctx, &mut work).await?;
+            self.drain(&mut tx, &mut after, &remaining, &mut work).await?;
         }
         self.save(&mut tx, &snapshot, &after).await?;
         append_events(&mut tx, ws, now, &work.events).await?;
@@ -1065,8 +1066,8 @@ impl Store {
         }
         let (snapshot, queue, names) = self.load(tx, ws, &scope, true).await?;
         let mut after = snapshot.clone();
-        let mut work = Work { events: Vec::new(), names };
-        self.drain(tx, ws, &mut after, &queue, ctx, &mut work).await?;
+        let mut work = Work { ws, ctx, events: Vec::new(), names };
+        self.drain(tx, &mut after, &queue, &mut work).await?;
         self.save(tx, &snapshot, &after).await?;
         events.extend(work.events);
         Ok(())

@@ -23,7 +23,9 @@ pub async fn seed(store: &Store, ws: i64) -> Result<()> {
     };
     let support = store.create_team(ws, &team("Support", Strategy::LeastOpen), now).await?;
     let sales = store.create_team(ws, &team("Sales", Strategy::RoundRobin), now).await?;
-    let people: [(&str, &[i64], Presence, u32, &[(&str, u8)], &[&str]); 6] = [
+    // Name, teams, presence, cap, skills, languages.
+    type Person<'a> = (&'a str, &'a [i64], Presence, u32, &'a [(&'a str, u8)], &'a [&'a str]);
+    let people: [Person; 6] = [
         ("Ana", &[support.id], Presence::Online, 3, &[("billing", 4)], &["en", "pt"]),
         ("Ravi", &[support.id], Presence::Offline, 3, &[("tech", 5)], &["en", "hi"]),
         ("Bob", &[support.id], Presence::Online, 2, &[("tech", 3), ("billing", 2)], &["en", "fr"]),
