@@ -447,3 +447,48 @@ async fn two_nodes_on_one_postgres_never_double_assign_or_exceed_caps() {
         assert_eq!(at_cap, 4, "work waits while someone has room");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_and_json_logs_with_request_ids() {
+    let dir = temp_dir();
+    let port = free_port();
+    let config = dir.join("usher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata = \"{}\"\nlog_format = \"json\"\nrate_per_second = 0\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--config", &config.display().to_string()])
+        .env("USHER_BOOTSTRAP_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let s = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
+    ready(&s).await;
+    assert!(dir.join("data").join("usher.db").exists(), "the data folder comes from the config file");
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/v1/workspace", s.base))
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    drop(s);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let json_lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!json_lines.is_empty(), "no JSON log lines in:\n{text}");
+    assert!(
+        json_lines.iter().any(|l| l.to_string().contains("trace-me-42")),
+        "no log line carries the request id:\n{text}"
+    );
+}
