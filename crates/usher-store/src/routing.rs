@@ -878,14 +878,8 @@ impl Store {
                     })),
             );
         }
-        let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
-        if change.released.is_some() {
-            self.drain(&mut tx, &mut after, &remaining, &mut work).await?;
-        }
-        self.save(&mut tx, &snapshot, &after).await?;
-        append_events(&mut tx, ws, now, &work.events).await?;
-        tx.commit().await?;
-        Ok(())
+        let freed = change.released.is_some();
+        self.finish(tx, &snapshot, after, queue, id, freed, work).await
     }
 
     /// An agent picks a conversation for itself. Fails with `already_assigned` when someone
@@ -1036,12 +1030,30 @@ impl Store {
             queue::apply(&mut after, &request, &decision, ctx);
             self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;
         }
-        let remaining: Vec<Waiting> = queue.into_iter().filter(|w| w.conversation().0 != id).collect();
-        if change.released.is_some() {
+        let freed = change.released.is_some();
+        self.finish(tx, &snapshot, after, queue, id, freed, work).await
+    }
+
+    /// The common end of a manual command: when capacity was freed, drain the queue (less
+    /// the conversation just handled), write back what moved, append the events, commit.
+    #[allow(clippy::too_many_arguments)] // the parts of one command, each used once
+    async fn finish(
+        &self,
+        mut tx: Tx,
+        before: &Snapshot,
+        mut after: Snapshot,
+        queue: Vec<Waiting>,
+        handled: i64,
+        freed: bool,
+        mut work: Work,
+    ) -> Result<(), StoreError> {
+        if freed {
+            let remaining: Vec<Waiting> =
+                queue.into_iter().filter(|w| w.conversation().0 != handled).collect();
             self.drain(&mut tx, &mut after, &remaining, &mut work).await?;
         }
-        self.save(&mut tx, &snapshot, &after).await?;
-        append_events(&mut tx, ws, now, &work.events).await?;
+        self.save(&mut tx, before, &after).await?;
+        append_events(&mut tx, work.ws, work.ctx.now.0, &work.events).await?;
         tx.commit().await?;
         Ok(())
     }
