@@ -196,6 +196,7 @@ enum Fail {
     DailyLimit { received: u32, limit: u32 },
     MissingSkill { index: u32 },
     MissingLanguage,
+    ZeroWeight,
 }
 
 impl Fail {
@@ -214,6 +215,7 @@ impl Fail {
                     has: agent.skill_level(&need.name),
                 }
             }
+            Fail::ZeroWeight => Skip::ZeroWeight,
             Fail::MissingLanguage => {
                 Skip::MissingLanguage { language: request.requirements.language.clone().unwrap_or_default() }
             }
@@ -281,6 +283,11 @@ fn check(
 
 /// Runs a strategy over a team's members. Returns the attempt and, when the strategy keeps
 /// rotation state and someone won, the rotation to persist.
+///
+/// Three passes, each simple: check every member, keeping a small `Copy` result per member;
+/// pick the winner among the eligible ones; then write the trace's candidates in one straight
+/// `extend`, each verdict final and written once. (Building the larger verdicts member by member
+/// and patching them afterwards cost twice as much: the copies stall on the stack.)
 fn run_strategy(
     snapshot: &Snapshot,
     team_index: usize,
@@ -291,128 +298,151 @@ fn run_strategy(
 ) -> (Attempt, Option<Rotation>) {
     let team = &snapshot.teams()[team_index];
     let members = snapshot.member_indices(team_index);
-    let mut candidates = Vec::with_capacity(members.len());
     let kind = AttemptKind::Team { team: team.id, strategy };
-    // Eligible members as (candidate position, agent index).
-    let mut eligible: Vec<(usize, usize)> = Vec::with_capacity(members.len());
-    for &ai in members {
+
+    // 1. Eligibility.
+    let mut fails: Vec<Option<Fail>> = Vec::with_capacity(members.len());
+    let mut eligible: Vec<usize> = Vec::with_capacity(members.len()); // positions in `members`
+    for (pos, &ai) in members.iter().enumerate() {
         let agent = snapshot.agent_at(ai);
         // Members by construction: the membership check (a pointer chase per agent) is skipped.
-        let verdict = match check(agent, None, only_online, request, ctx) {
-            Some(fail) => Verdict::Skipped { reason: fail.into_skip(agent, None, request) },
-            None if strategy == Strategy::Weighted && agent.weight == 0 => {
-                Verdict::Skipped { reason: Skip::ZeroWeight }
-            }
+        let fail = match check(agent, None, only_online, request, ctx) {
+            None if strategy == Strategy::Weighted && agent.weight == 0 => Some(Fail::ZeroWeight),
             None => {
-                eligible.push((candidates.len(), ai));
-                Verdict::Passed { why: WhyNot::NotNext }
+                eligible.push(pos);
+                None
+            }
+            some => some,
+        };
+        fails.push(fail);
+    }
+    let agent_at = |pos: usize| snapshot.agent_at(members[pos]);
+
+    // 2. The winner.
+    let rotation = &team.rotation;
+    let mut earned: Vec<i64> = Vec::new(); // weighted: credit after earning, per eligible
+    let mut total_weight: u64 = 0;
+    let winner = match strategy {
+        Strategy::RoundRobin => rotation
+            .last_agent
+            .and_then(|last| eligible.iter().copied().find(|&p| agent_at(p).id > last))
+            .or_else(|| eligible.first().copied()),
+        Strategy::LeastOpen => eligible.iter().copied().min_by_key(|&p| {
+            let a = agent_at(p);
+            (a.open, a.last_assigned_at.map_or(i64::MIN, |t| t.0), a.id)
+        }),
+        Strategy::Weighted => {
+            // Credits are sorted by agent id, like the members: walk them in step.
+            let mut cursor = 0;
+            let mut best: Option<(i64, usize)> = None;
+            earned.reserve(eligible.len());
+            for &p in &eligible {
+                let a = agent_at(p);
+                while cursor < rotation.credits.len() && rotation.credits[cursor].0 < a.id {
+                    cursor += 1;
+                }
+                let old = match rotation.credits.get(cursor) {
+                    Some((id, c)) if *id == a.id => *c,
+                    _ => 0,
+                };
+                let credit = old.saturating_add(i64::from(a.weight));
+                total_weight += u64::from(a.weight);
+                if best.is_none_or(|(c, _)| credit > c) {
+                    best = Some((credit, p));
+                }
+                earned.push(credit);
+            }
+            best.map(|(_, p)| p)
+        }
+    };
+
+    // 3. The trace, each verdict written once.
+    let (winner_open, winner_last) =
+        winner.map_or((0, None), |p| (agent_at(p).open, agent_at(p).last_assigned_at));
+    let mut next_eligible = 0; // index into `eligible` / `earned`
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(members.len());
+    candidates.extend(fails.iter().enumerate().map(|(pos, fail)| {
+        let agent = agent_at(pos);
+        let verdict = match fail {
+            Some(f) => Verdict::Skipped { reason: f.into_skip(agent, None, request) },
+            None => {
+                let credit = earned.get(next_eligible).copied().unwrap_or(0);
+                next_eligible += 1;
+                let won = winner == Some(pos);
+                match (strategy, won) {
+                    (Strategy::RoundRobin, true) => {
+                        Verdict::Chosen { why: Why::RoundRobin { after: rotation.last_agent } }
+                    }
+                    (Strategy::RoundRobin, false) => Verdict::Passed { why: WhyNot::NotNext },
+                    (Strategy::LeastOpen, true) => Verdict::Chosen {
+                        why: Why::LeastOpen { open: winner_open, last_assigned_at: winner_last },
+                    },
+                    (Strategy::LeastOpen, false) if agent.open > winner_open => {
+                        Verdict::Passed { why: WhyNot::MoreOpen { open: agent.open, winner_open } }
+                    }
+                    (Strategy::LeastOpen, false) => Verdict::Passed {
+                        why: WhyNot::AssignedMoreRecently {
+                            open: agent.open,
+                            last_assigned_at: agent.last_assigned_at,
+                        },
+                    },
+                    (Strategy::Weighted, true) => {
+                        Verdict::Chosen { why: Why::Weighted { credit, weight: agent.weight, total_weight } }
+                    }
+                    (Strategy::Weighted, false) => {
+                        Verdict::Passed { why: WhyNot::LowerCredit { credit, weight: agent.weight } }
+                    }
+                }
             }
         };
-        candidates.push(Candidate { agent: agent.id, verdict });
-    }
-    if eligible.is_empty() {
+        Candidate { agent: agent.id, verdict }
+    }));
+    let Some(winner) = winner else {
         return (Attempt { kind, candidates, chosen: None }, None);
-    }
-    let (winner_pos, rotation) = match strategy {
-        Strategy::RoundRobin => round_robin(snapshot, team, &eligible, &mut candidates),
-        Strategy::LeastOpen => (least_open(snapshot, &eligible, &mut candidates), None),
-        Strategy::Weighted => weighted(snapshot, team, &eligible, &mut candidates),
     };
-    let chosen = Some(candidates[winner_pos].agent);
-    (Attempt { kind, candidates, chosen }, rotation)
-}
-
-fn round_robin(
-    snapshot: &Snapshot,
-    team: &crate::model::Team,
-    eligible: &[(usize, usize)],
-    candidates: &mut [Candidate],
-) -> (usize, Option<Rotation>) {
-    let after = team.rotation.last_agent;
-    let next = after
-        .and_then(|last| eligible.iter().find(|(_, ai)| snapshot.agent_at(*ai).id > last))
-        .unwrap_or(&eligible[0]);
-    let pos = next.0;
-    candidates[pos].verdict = Verdict::Chosen { why: Why::RoundRobin { after } };
-    let rotation =
-        Rotation { last_agent: Some(candidates[pos].agent), credits: team.rotation.credits.clone() };
-    (pos, Some(rotation))
-}
-
-fn least_open(snapshot: &Snapshot, eligible: &[(usize, usize)], candidates: &mut [Candidate]) -> usize {
-    let key = |ai: usize| {
-        let a = snapshot.agent_at(ai);
-        (a.open, a.last_assigned_at.map_or(i64::MIN, |t| t.0), a.id)
+    let chosen = agent_at(winner).id;
+    let rotation = match strategy {
+        Strategy::RoundRobin => {
+            Some(Rotation { last_agent: Some(chosen), credits: rotation.credits.clone() })
+        }
+        Strategy::LeastOpen => None,
+        Strategy::Weighted => {
+            let total = i64::try_from(total_weight).unwrap_or(i64::MAX);
+            let updates: Vec<(AgentId, i64)> = eligible
+                .iter()
+                .zip(&earned)
+                .map(|(&p, &c)| {
+                    let id = agent_at(p).id;
+                    (id, if p == winner { c.saturating_sub(total) } else { c })
+                })
+                .collect();
+            Some(Rotation {
+                last_agent: rotation.last_agent,
+                credits: merge_credits(&rotation.credits, &updates),
+            })
+        }
     };
-    let &(winner_pos, winner_ai) = eligible.iter().min_by_key(|(_, ai)| key(*ai)).unwrap_or(&eligible[0]);
-    let winner = snapshot.agent_at(winner_ai);
-    for &(pos, ai) in eligible {
-        let a = snapshot.agent_at(ai);
-        candidates[pos].verdict = if pos == winner_pos {
-            Verdict::Chosen { why: Why::LeastOpen { open: a.open, last_assigned_at: a.last_assigned_at } }
-        } else if a.open > winner.open {
-            Verdict::Passed { why: WhyNot::MoreOpen { open: a.open, winner_open: winner.open } }
-        } else {
-            Verdict::Passed {
-                why: WhyNot::AssignedMoreRecently { open: a.open, last_assigned_at: a.last_assigned_at },
-            }
-        };
-    }
-    winner_pos
+    (Attempt { kind, candidates, chosen: Some(chosen) }, rotation)
 }
 
-fn weighted(
-    snapshot: &Snapshot,
-    team: &crate::model::Team,
-    eligible: &[(usize, usize)],
-    candidates: &mut [Candidate],
-) -> (usize, Option<Rotation>) {
-    let old = &team.rotation;
-    let mut total: u64 = 0;
-    let mut best: Option<(usize, i64)> = None;
-    // Credits after every eligible agent earned its weight, in id order (members are sorted).
-    let mut earned = Vec::with_capacity(eligible.len());
-    for &(pos, ai) in eligible {
-        let a = snapshot.agent_at(ai);
-        total += u64::from(a.weight);
-        let credit = old.credit(a.id).saturating_add(i64::from(a.weight));
-        earned.push((a.id, credit));
-        if best.is_none_or(|(_, c)| credit > c) {
-            best = Some((pos, credit));
-        }
-    }
-    let (winner_pos, _) = best.unwrap_or((eligible[0].0, 0));
-    let winner = candidates[winner_pos].agent;
-    let total_i = i64::try_from(total).unwrap_or(i64::MAX);
-    for (&(pos, ai), &(_, credit)) in eligible.iter().zip(&earned) {
-        let weight = snapshot.agent_at(ai).weight;
-        candidates[pos].verdict = if pos == winner_pos {
-            Verdict::Chosen { why: Why::Weighted { credit, weight, total_weight: total } }
-        } else {
-            Verdict::Passed { why: WhyNot::LowerCredit { credit, weight } }
-        };
-    }
-    for entry in &mut earned {
-        if entry.0 == winner {
-            entry.1 = entry.1.saturating_sub(total_i);
-        }
-    }
-    // Merge: eligible agents take their new credit, everyone else keeps the old one.
-    let mut credits = Vec::with_capacity(old.credits.len().max(earned.len()));
+/// Eligible members take their new credit, everyone else keeps the old one; both lists and the
+/// result are sorted by agent id, and zero credits are dropped.
+fn merge_credits(old: &[(AgentId, i64)], updates: &[(AgentId, i64)]) -> Vec<(AgentId, i64)> {
+    let mut credits = Vec::with_capacity(old.len().max(updates.len()));
     let (mut i, mut j) = (0, 0);
-    while i < old.credits.len() || j < earned.len() {
-        match (old.credits.get(i), earned.get(j)) {
-            (Some(o), Some(e)) if o.0 == e.0 => {
-                credits.push(*e);
+    while i < old.len() || j < updates.len() {
+        match (old.get(i), updates.get(j)) {
+            (Some(o), Some(u)) if o.0 == u.0 => {
+                credits.push(*u);
                 i += 1;
                 j += 1;
             }
-            (Some(o), Some(e)) if o.0 < e.0 => {
+            (Some(o), Some(u)) if o.0 < u.0 => {
                 credits.push(*o);
                 i += 1;
             }
-            (_, Some(e)) => {
-                credits.push(*e);
+            (_, Some(u)) => {
+                credits.push(*u);
                 j += 1;
             }
             (Some(o), None) => {
@@ -423,5 +453,5 @@ fn weighted(
         }
     }
     credits.retain(|(_, c)| *c != 0);
-    (winner_pos, Some(Rotation { last_agent: old.last_agent, credits }))
+    credits
 }
