@@ -13,9 +13,9 @@
 //! team membership, presence, the open cap (the lower of the agent's `max_open` and the
 //! request's cap), the per-channel cap, the daily reception limit, skills, language.
 //!
-//! Cost: one pass over the team's members plus a second pass over the candidates for the
-//! trace; `O(n)` in team size for every strategy (the weighted strategy adds a binary search
-//! per eligible member into the rotation's credits, `O(n log n)`).
+//! Cost: three linear passes over the team's members (eligibility, the strategy, the trace);
+//! `O(n)` in team size for every strategy (the weighted strategy walks the rotation's credits,
+//! sorted by agent id like the members, in step). Figures in the crate's README.
 
 use crate::model::Presence;
 use crate::model::{Agent, AgentId, Rotation, Strategy, TeamId};
