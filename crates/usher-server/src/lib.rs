@@ -75,6 +75,8 @@ pub fn app(state: AppState) -> Router {
         .route("/agents", post(routes::create_agent).get(routes::list_agents))
         .route("/agents/{id}", get(routes::get_agent).patch(routes::update_agent))
         .route("/agents/{id}/status", put(routes::set_status))
+        .route("/contacts", get(routes::list_contacts))
+        .route("/contacts/{id}", get(routes::get_contact).patch(routes::update_contact))
         .route("/conversations", post(routes::open_conversation).get(routes::list_conversations))
         .route("/conversations/{id}", get(routes::get_conversation))
         .route("/conversations/{id}/claim", post(routes::claim))

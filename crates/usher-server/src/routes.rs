@@ -17,8 +17,8 @@ use usher_core::manual::Status;
 use usher_core::model::{Channel, Presence, Priority, Strategy};
 use usher_core::request::{Rules, WhenNobody};
 use usher_store::{
-    limits as store_limits, AgentPatch, ConversationFilter, NewAgent, NewContact, NewConversation, NewTeam,
-    Role, TeamPatch,
+    limits as store_limits, AgentPatch, ContactPatch, ConversationFilter, NewAgent, NewContact,
+    NewConversation, NewTeam, Role, TeamPatch,
 };
 
 /// An id in a path: a positive integer, or 404.
@@ -740,6 +740,85 @@ pub async fn trace(
     Ok(Json(
         json!({ "conversation": conversation, "decisions": s.store.trace(caller.ws(), conversation).await? }),
     ))
+}
+
+// ---------------------------------------------------------------- contacts
+
+/// Query of `GET /v1/contacts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsQuery {
+    channel: Option<Channel>,
+    external_id: Option<String>,
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "events_page")]
+    limit: i64,
+}
+
+/// `GET /v1/contacts[?channel&external_id&after&limit]`.
+pub async fn list_contacts(
+    State(s): State<AppState>,
+    caller: Caller,
+    Params(q): Params<ContactsQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin, Role::Manager, Role::Integration], "list contacts")?;
+    let by = match (&q.channel, &q.external_id) {
+        (Some(c), Some(e)) => Some((c.as_str(), e.as_str())),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::invalid(
+                "channel_and_external_id",
+                "give both channel and external_id, or neither",
+            ))
+        }
+    };
+    let list = s.store.contacts(caller.ws(), by, q.after, q.limit).await?;
+    let next = list.last().map(|c| c.id);
+    Ok(Json(json!({ "contacts": list, "next_after": next })))
+}
+
+/// `GET /v1/contacts/{id}`.
+pub async fn get_contact(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin, Role::Manager, Role::Agent, Role::Integration], "read contacts")?;
+    Ok(Json(json!(s.store.contact(caller.ws(), id(&raw, "contact")?).await?)))
+}
+
+/// Body of `PATCH /v1/contacts/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPatchBody {
+    name: Option<String>,
+    language: Option<String>,
+    tags: Option<Vec<String>>,
+    /// Attributes to set; an empty string removes one.
+    attributes: Option<BTreeMap<String, String>>,
+}
+
+/// `PATCH /v1/contacts/{id}`: name, language, tags, attributes.
+pub async fn update_contact(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Body(b): Body<ContactPatchBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin, Role::Manager, Role::Integration], "change contacts")?;
+    let contact = id(&raw, "contact")?;
+    if let Some(n) = &b.name {
+        check_text("name", n, store_limits::NAME_LEN)?;
+    }
+    if let Some(l) = &b.language {
+        check_text("language", l, 35)?;
+    }
+    if let Some(t) = &b.tags {
+        check_list("tags", t)?;
+    }
+    let patch = ContactPatch { name: b.name, language: b.language, tags: b.tags, attributes: b.attributes };
+    Ok(Json(json!(s.store.update_contact(caller.ws(), contact, &patch, now_millis()).await?)))
 }
 
 // ---------------------------------------------------------------- events

@@ -96,6 +96,64 @@ both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
 both!(rate_limit, 1, 3, a_token_over_its_rate_gets_429_with_retry_after);
 both!(operations, 0, 0, operations_endpoints_and_openapi);
+both!(contacts, 0, 0, contacts_are_found_and_updated);
+
+async fn contacts_are_found_and_updated(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let body = json!({ "channel": "telegram", "team": team, "contact": { "external_id": "@mia", "name": "Mia", "tags": ["new"] } });
+    let c = t.ok(Method::POST, "/v1/conversations", body.clone()).await;
+    let contact = c["contact"]["id"].as_i64().unwrap();
+    let found = t.get("/v1/contacts?channel=telegram&external_id=@mia").await;
+    assert_eq!(found["contacts"][0]["id"], contact);
+    assert_eq!(found["contacts"][0]["tags"], json!(["new"]));
+    let path = format!("/v1/contacts/{contact}");
+    let p = t
+        .ok(
+            Method::PATCH,
+            &path,
+            json!({ "attributes": { "plan": "gold", "order": "A-17" }, "tags": ["vip"] }),
+        )
+        .await;
+    assert_eq!(p["attributes"], json!({ "order": "A-17", "plan": "gold" }));
+    assert_eq!(p["tags"], json!(["vip"]));
+    let p = t.ok(Method::PATCH, &path, json!({ "attributes": { "plan": "" } })).await;
+    assert_eq!(p["attributes"], json!({ "order": "A-17" }));
+    // The same person writing again is the same contact, and the conversation shows it.
+    let c2 = t.ok(Method::POST, "/v1/conversations", body).await;
+    assert_eq!(c2["contact"]["id"], contact);
+    assert_eq!(c2["contact"]["attributes"]["order"], "A-17");
+    // Bad input changes nothing.
+    let before = t.get(&path).await;
+    for (method, path, body, status, code) in [
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(r#"{"colour":"red"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(r#"{"attributes":{"":"x"}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::GET,
+            "/v1/contacts?channel=telegram".to_string(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel_and_external_id",
+        ),
+        (Method::GET, "/v1/contacts/999".to_string(), None, StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let r = t.raw(Some(&t.admin), method.clone(), &path, body.map(str::to_string)).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code);
+    }
+    assert_eq!(t.get(&path).await, before);
+}
 
 impl TestApp {
     async fn raw(&self, token: Option<&str>, method: Method, path: &str, body: Option<String>) -> Reply {
@@ -544,6 +602,7 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
     let held_by_other = t.open(team, "c-other").await;
     assert_eq!(held_by_other["assignee"], me);
     let mine = held_by_other["id"].as_i64().unwrap();
+    let contact = held_by_other["contact"]["id"].as_i64().unwrap();
     let theirs = t.open(team, "c-theirs").await;
     assert_eq!(theirs["assignee"], other);
     let theirs = theirs["id"].as_i64().unwrap();
@@ -620,6 +679,14 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
             vec!["admin", "manager"],
         ),
         (Method::GET, "/v1/events".into(), None, vec!["admin", "manager"]),
+        (Method::GET, "/v1/contacts".into(), None, vec!["admin", "manager", "integration"]),
+        (Method::GET, format!("/v1/contacts/{contact}"), None, all.to_vec()),
+        (
+            Method::PATCH,
+            format!("/v1/contacts/{contact}"),
+            Some(json!({ "tags": ["x"] })),
+            vec!["admin", "manager", "integration"],
+        ),
     ];
     let mut n = 0;
     for (method, path, body, allowed) in &routes {
@@ -728,6 +795,8 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/events",
         "/v1/tokens",
         "/v1/workspace",
+        "/v1/contacts",
+        "/v1/contacts/{id}",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }

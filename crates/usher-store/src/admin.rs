@@ -662,3 +662,113 @@ impl Store {
         Ok(out)
     }
 }
+
+fn contact_view(row: &AnyRow) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: row.try_get("id")?,
+        channel: parse_enum(&row.try_get::<String, _>("channel")?)?,
+        external_id: row.try_get("external_id")?,
+        name: row.try_get("name")?,
+        language: row.try_get("language")?,
+        tags: json_col(row, "tags")?,
+        attributes: json_col(row, "attributes")?,
+    })
+}
+
+impl Store {
+    /// One contact.
+    pub async fn contact(&self, ws: i64, id: i64) -> Result<Contact, StoreError> {
+        let row = sqlx::query("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("contact {id}")))?;
+        contact_view(&row)
+    }
+
+    /// Contacts of the workspace in id order after `after`, optionally only the one with an
+    /// external id on a channel.
+    pub async fn contacts(
+        &self,
+        ws: i64,
+        channel_and_external_id: Option<(&str, &str)>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Contact>, StoreError> {
+        let limit = limit.clamp(1, limits::LIST_PAGE);
+        let rows = match channel_and_external_id {
+            Some((channel, external)) => {
+                sqlx::query(
+                    "SELECT * FROM contacts WHERE workspace_id = $1 AND channel = $2 AND external_id = $3 AND id > $4",
+                )
+                .bind(ws)
+                .bind(channel)
+                .bind(external)
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT * FROM contacts WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT {limit}"
+                ))
+                .bind(ws)
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(contact_view).collect()
+    }
+
+    /// Changes a contact's name, language, tags or attributes.
+    pub async fn update_contact(
+        &self,
+        ws: i64,
+        id: i64,
+        patch: &ContactPatch,
+        now: Millis,
+    ) -> Result<Contact, StoreError> {
+        let current = self.contact(ws, id).await?;
+        let mut attributes = current.attributes.clone();
+        if let Some(changes) = &patch.attributes {
+            for (k, v) in changes {
+                check_len("attribute name", k)?;
+                if v.len() > limits::NAME_LEN * 5 {
+                    return Err(StoreError::invalid("too_long", format!("attribute {k} is too long")));
+                }
+                if v.is_empty() {
+                    attributes.remove(k);
+                } else {
+                    attributes.insert(k.clone(), v.clone());
+                }
+            }
+            if attributes.len() > limits::LIST_LEN {
+                return Err(StoreError::invalid(
+                    "too_many",
+                    format!("at most {} attributes", limits::LIST_LEN),
+                ));
+            }
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE contacts SET name = $1, language = $2, tags = $3, attributes = $4 WHERE id = $5 AND workspace_id = $6")
+            .bind(patch.name.clone().or(current.name))
+            .bind(patch.language.clone().or(current.language))
+            .bind(serde_json::to_string(patch.tags.as_ref().unwrap_or(&current.tags))?)
+            .bind(serde_json::to_string(&attributes)?)
+            .bind(id)
+            .bind(ws)
+            .execute(&mut *tx)
+            .await?;
+        append_events(
+            &mut tx,
+            ws,
+            now,
+            &[PendingEvent::new("contact.updated").data(json!({ "contact": id }))],
+        )
+        .await?;
+        tx.commit().await?;
+        self.contact(ws, id).await
+    }
+}

@@ -47,7 +47,7 @@ pub(crate) const CONV_COLUMNS: &str =
     "c.id, c.status, c.assignee_id, c.last_assignee_id, c.team_id, c.reserved_for, \
      c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, \
      k.id AS contact_id, k.channel AS contact_channel, k.external_id, k.name AS contact_name, \
-     k.language AS contact_language, k.tags AS contact_tags";
+     k.language AS contact_language, k.tags AS contact_tags, k.attributes AS contact_attributes";
 
 pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
@@ -99,6 +99,7 @@ pub(crate) fn conversation_view(row: &AnyRow, place: Option<QueuePlace>) -> Resu
             name: row.try_get("contact_name")?,
             language: row.try_get("contact_language")?,
             tags: json_col(row, "contact_tags")?,
+            attributes: json_col(row, "contact_attributes")?,
         },
         message: row.try_get("message")?,
         queue: if status == Status::Queued { place } else { None },

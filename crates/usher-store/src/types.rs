@@ -287,6 +287,21 @@ pub struct Contact {
     pub language: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
+    /// Free-form attributes (plan, order number, …).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Changes to a contact; `None` keeps the value.
+#[derive(Debug, Clone, Default)]
+pub struct ContactPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New language.
+    pub language: Option<String>,
+    /// New tags (replaces).
+    pub tags: Option<Vec<String>>,
+    /// Attributes to set; an empty value removes the attribute.
+    pub attributes: Option<BTreeMap<String, String>>,
 }
 
 /// A waiting conversation's place.
