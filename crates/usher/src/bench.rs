@@ -98,7 +98,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         http: reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?,
         base: args.url.trim_end_matches('/').to_string(),
     });
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let stamp = usher_server::now_millis();
     let team = client
         .call(
             &args.token,

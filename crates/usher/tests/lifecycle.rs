@@ -3,6 +3,7 @@
 //! acknowledged is lost, nothing is half done), and two nodes sharing one PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // unique names for scratch databases, not routing time
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
