@@ -27,11 +27,20 @@ fn id(raw: &str, what: &str) -> ApiResult<i64> {
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    no_nul(field, value)?;
     if value.trim().is_empty() {
         return Err(ApiError::invalid("invalid_field", format!("{field} must not be empty")));
     }
     if value.len() > max {
         return Err(ApiError::invalid("too_long", format!("{field} is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// PostgreSQL text cannot hold NUL; refuse it everywhere so both backends behave alike.
+fn no_nul(field: &str, value: &str) -> ApiResult<()> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid("invalid_field", format!("{field} contains a NUL character")));
     }
     Ok(())
 }
@@ -504,6 +513,7 @@ pub async fn open_conversation(
     }
     check_list("contact.tags", &b.contact.tags)?;
     if let Some(m) = &b.message {
+        no_nul("message", m)?;
         if m.len() > store_limits::MESSAGE_LEN {
             return Err(ApiError::invalid(
                 "too_long",
@@ -816,6 +826,10 @@ pub async fn update_contact(
     }
     if let Some(t) = &b.tags {
         check_list("tags", t)?;
+    }
+    for (k, v) in b.attributes.iter().flatten() {
+        no_nul("attributes", k)?;
+        no_nul("attributes", v)?;
     }
     let patch = ContactPatch { name: b.name, language: b.language, tags: b.tags, attributes: b.attributes };
     Ok(Json(json!(s.store.update_contact(caller.ws(), contact, &patch, now_millis()).await?)))

@@ -500,6 +500,27 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing(t: TestApp) {
         (
             Method::POST,
             "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"a\u0000b"}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some(r#"{"channel":"sms","contact":{"external_id":"x"},"message":"\u0000"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/teams".into(),
+            Some(r#"{"name":"T\u0000"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
             Some(r#"{"channel":"sms","contact":{"external_id":"x"},"team":999}"#),
             StatusCode::NOT_FOUND,
             "not_found",

@@ -32,6 +32,9 @@ fn new_secret() -> String {
 }
 
 fn check_len(field: &str, value: &str) -> Result<(), StoreError> {
+    if value.contains('\0') {
+        return Err(StoreError::invalid("invalid_field", format!("{field} contains a NUL character")));
+    }
     if value.trim().is_empty() {
         return Err(StoreError::invalid("invalid_field", format!("{field} must not be empty")));
     }
