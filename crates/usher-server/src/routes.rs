@@ -773,6 +773,9 @@ pub async fn list_contacts(
     Params(q): Params<ContactsQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Admin, Role::Manager, Role::Integration], "list contacts")?;
+    if let Some(e) = &q.external_id {
+        check_text("external_id", e, store_limits::NAME_LEN)?;
+    }
     let by = match (&q.channel, &q.external_id) {
         (Some(c), Some(e)) => Some((c.as_str(), e.as_str())),
         (None, None) => None,

@@ -147,6 +147,13 @@ async fn contacts_are_found_and_updated(t: TestApp) {
             "channel_and_external_id",
         ),
         (Method::GET, "/v1/contacts/999".to_string(), None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::GET,
+            "/v1/contacts?channel=sms&external_id=%00".to_string(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
     ] {
         let r = t.raw(Some(&t.admin), method.clone(), &path, body.map(str::to_string)).await;
         assert_eq!(r.status, status, "{method} {path}: {}", r.body);
