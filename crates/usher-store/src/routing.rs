@@ -26,6 +26,15 @@ use usher_core::queue::{self, Throughput, Waiting};
 use usher_core::request::{AssignRequest, Otherwise, Requirements, SkillRequirement, Target, WhenNobody};
 use usher_core::{Context, Snapshot};
 
+/// What [`Store::load`] returns: the snapshot, the scope's queue in serving order, agent
+/// names for explanations, and each team's policy for when nobody can take a conversation.
+pub(crate) struct Loaded {
+    pub snapshot: Snapshot,
+    pub queue: Vec<Waiting>,
+    pub names: BTreeMap<i64, String>,
+    pub when_nobody: BTreeMap<i64, WhenNobody>,
+}
+
 /// Which teams and agents a command touches.
 #[derive(Debug, Default)]
 pub(crate) struct Scope {
@@ -189,6 +198,10 @@ struct Work {
 impl Store {
     /// The workspace's time zone and the decision context at `now`.
     pub(crate) async fn context(&self, tx: &mut Tx, ws: i64, now: Millis) -> Result<Context, StoreError> {
+        let known = self.time_zones.read().ok().and_then(|m| m.get(&ws).copied());
+        if let Some(tz) = known {
+            return Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) });
+        }
         let row = sqlx::query("SELECT time_zone FROM workspaces WHERE id = $1")
             .bind(ws)
             .fetch_optional(&mut **tx)
@@ -196,6 +209,9 @@ impl Store {
             .ok_or_else(|| StoreError::not_found(format!("workspace {ws}")))?;
         let tz =
             parse_time_zone(&row.try_get::<String, _>(0)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Ok(mut m) = self.time_zones.write() {
+            m.insert(ws, tz);
+        }
         Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) })
     }
 
@@ -208,16 +224,18 @@ impl Store {
         ws: i64,
         scope: &Scope,
         with_queue: bool,
-    ) -> Result<(Snapshot, Vec<Waiting>, BTreeMap<i64, String>), StoreError> {
+    ) -> Result<Loaded, StoreError> {
         let lock = self.for_update();
         let mut teams = Vec::new();
+        let mut when_nobody = BTreeMap::new();
         for &id in &scope.teams {
             let sql = format!(
-                "SELECT id, strategy, only_online, rotation FROM teams WHERE id = $1 AND workspace_id = $2{lock}"
+                "SELECT id, strategy, only_online, rotation, when_nobody FROM teams WHERE id = $1 AND workspace_id = $2{lock}"
             );
             let Some(row) = sqlx::query(&sql).bind(id).bind(ws).fetch_optional(&mut **tx).await? else {
                 return Err(StoreError::not_found(format!("team {id}")));
             };
+            when_nobody.insert(id, parse_enum(&row.try_get::<String, _>("when_nobody")?)?);
             teams.push(CoreTeam {
                 id: TeamId(id),
                 strategy: parse_enum(&row.try_get::<String, _>("strategy")?)?,
@@ -260,33 +278,34 @@ impl Store {
             queue::sort(&mut queue);
         }
         let team_list = id_list(scope.teams.iter().copied());
+        // Each agent row carries its memberships among the scope's teams, so one query loads
+        // (and on PostgreSQL locks, in id order) the agents with their teams.
+        let member_of = match self.backend {
+            crate::db::Backend::Sqlite => "group_concat(m.team_id)",
+            crate::db::Backend::Postgres => "string_agg(CAST(m.team_id AS TEXT), ',')",
+        };
         let sql = format!(
-            "SELECT * FROM agents WHERE id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
-             UNION ALL SELECT id FROM agents WHERE id IN ({})) AND +workspace_id = $1 ORDER BY id{lock}",
+            "SELECT a.*, (SELECT {member_of} FROM team_members m WHERE m.agent_id = a.id AND m.team_id IN ({team_list})) \
+             AS member_of FROM agents a WHERE a.id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
+             UNION ALL SELECT id FROM agents WHERE id IN ({})) AND +a.workspace_id = $1 ORDER BY a.id{lock}",
             id_list(extra.iter().copied())
         );
         let mut agents = Vec::new();
         let mut names = BTreeMap::new();
         for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
-            let agent = core_agent(&row)?;
+            let mut agent = core_agent(&row)?;
+            let member_of: Option<String> = row.try_get("member_of")?;
+            agent.teams = member_of
+                .iter()
+                .flat_map(|list| list.split(','))
+                .filter_map(|t| t.trim().parse::<i64>().ok())
+                .map(TeamId)
+                .collect();
             names.insert(agent.id.0, row.try_get::<String, _>("name")?);
             agents.push(agent);
         }
-        if !scope.teams.is_empty() && !agents.is_empty() {
-            let sql = format!(
-                "SELECT team_id, agent_id FROM team_members WHERE team_id IN ({team_list}) AND agent_id IN ({})",
-                id_list(agents.iter().map(|a| a.id.0))
-            );
-            let mut by_agent: BTreeMap<i64, Vec<TeamId>> = BTreeMap::new();
-            for row in sqlx::query(&sql).fetch_all(&mut **tx).await? {
-                by_agent.entry(row.try_get("agent_id")?).or_default().push(TeamId(row.try_get("team_id")?));
-            }
-            for a in &mut agents {
-                a.teams = by_agent.remove(&a.id.0).unwrap_or_default();
-            }
-        }
         let snapshot = Snapshot::new(agents, teams).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok((snapshot, queue, names))
+        Ok(Loaded { snapshot, queue, names, when_nobody })
     }
 
     /// Writes back the counters and rotations that differ between `before` and `after`.
@@ -448,6 +467,11 @@ impl Store {
             .bind(now)
             .execute(&mut **tx)
             .await?;
+        // Prune old rows about once in 32 releases (by the clock's milliseconds): the window
+        // query only reads recent rows, so stale ones cost space, not time.
+        if now % 32 != 0 {
+            return Ok(());
+        }
         let horizon = now - i64::from(limits::RELEASE_WINDOW_SECONDS) * 1000 * 4;
         sqlx::query("DELETE FROM releases WHERE team_id = $1 AND at < $2")
             .bind(team.0)
@@ -691,16 +715,11 @@ impl Store {
         if let Some(p) = previous {
             scope.agents.insert(p);
         }
-        let (snapshot, _, names) = self.load(&mut tx, ws, &scope, false).await?;
+        let Loaded { snapshot, names, when_nobody: policies, .. } =
+            self.load(&mut tx, ws, &scope, false).await?;
         let when_nobody = match (new.when_nobody, new.team) {
             (Some(w), _) => w,
-            (None, Some(team)) => {
-                let row = sqlx::query("SELECT when_nobody FROM teams WHERE id = $1")
-                    .bind(team)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                parse_enum(&row.try_get::<String, _>(0)?)?
-            }
+            (None, Some(team)) => policies.get(&team).copied().unwrap_or_default(),
             (None, None) => WhenNobody::LeaveUnassigned,
         };
         let id: i64 = sqlx::query(
@@ -824,7 +843,7 @@ impl Store {
                 scope.teams.insert(t);
             }
         }
-        let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
+        let Loaded { snapshot, queue, names, .. } = self.load(&mut tx, ws, &scope, true).await?;
         let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Moved);
@@ -963,7 +982,8 @@ impl Store {
         if let Some(Target::Agent { agent, .. }) = first.request.as_ref().map(|r| &r.target) {
             scope.agents.insert(agent.0);
         }
-        let (snapshot, queue, names) = self.load(&mut tx, ws, &scope, true).await?;
+        let Loaded { snapshot, queue, names, when_nobody: policies } =
+            self.load(&mut tx, ws, &scope, true).await?;
         let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Moved);
@@ -1018,14 +1038,9 @@ impl Store {
         };
         if let Some(mut request) = request {
             request.arrived_at = Timestamp(now);
-            if let Target::Team { team, .. } = request.target {
-                let row = sqlx::query("SELECT when_nobody FROM teams WHERE id = $1")
-                    .bind(team.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if to_team.is_some() {
-                    request.when_nobody = parse_enum(&row.try_get::<String, _>(0)?)?;
-                }
+            // Transferred: the new team's policy for when nobody can take it.
+            if let Some(team) = to_team {
+                request.when_nobody = policies.get(&team).copied().unwrap_or_default();
             }
             let decision = self.decide(&after, &request, ctx)?;
             queue::apply(&mut after, &request, &decision, ctx);
@@ -1077,7 +1092,7 @@ impl Store {
                 scope.teams.insert(t);
             }
         }
-        let (snapshot, queue, names) = self.load(tx, ws, &scope, true).await?;
+        let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, true).await?;
         let mut after = snapshot.clone();
         let mut work = Work { ws, ctx, events: Vec::new(), names };
         self.drain(tx, &mut after, &queue, &mut work).await?;

@@ -140,7 +140,9 @@ async fn random_workload(store: Store, seed: u64) {
             }
             _ => {
                 if rng.below(2) == 0 && !conversations.is_empty() {
-                    store.reroute(ws, pick(&mut rng, &conversations), None, now).await.map(drop)
+                    // Reopen (None) or transfer to a team (Some).
+                    let to = if rng.below(2) == 0 { None } else { Some(pick(&mut rng, &teams)) };
+                    store.reroute(ws, pick(&mut rng, &conversations), to, now).await.map(drop)
                 } else {
                     let patch = AgentPatch { max_open: Some(rng.below(4) as u32 + 1), ..Default::default() };
                     forced = true; // a lowered cap may leave an agent above it, legitimately
