@@ -380,6 +380,20 @@ async fn idempotency_keys_make_retries_safe(t: TestApp) {
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["id"], second["id"]);
+    // The same key with a different request is refused, not answered with the first one.
+    let other = t
+        .http
+        .post(format!("{}/v1/conversations", t.base))
+        .bearer_auth(&t.admin)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "msg-42")
+        .body(json!({ "channel": "sms", "team": team, "contact": { "external_id": "+1999" } }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::CONFLICT);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["error"]["code"], "idempotency_key_reused");
     let all = t.get("/v1/conversations").await;
     assert_eq!(all["conversations"].as_array().unwrap().len(), 1);
 }

@@ -649,26 +649,35 @@ impl Store {
     ) -> Result<(i64, bool), StoreError> {
         let mut tx = self.begin().await?;
         if let Some(key) = key {
+            // The request's fingerprint: the same key must come with the same request.
+            let fingerprint = crate::admin::hash_token(&format!("{new:?}"));
             let claimed = sqlx::query(
-                "INSERT INTO idempotency (workspace_id, key, conversation_id, created_at) VALUES ($1, $2, 0, $3) \
-                 ON CONFLICT (workspace_id, key) DO NOTHING RETURNING key",
+                "INSERT INTO idempotency (workspace_id, key, conversation_id, created_at, fingerprint) \
+                 VALUES ($1, $2, 0, $3, $4) ON CONFLICT (workspace_id, key) DO NOTHING RETURNING key",
             )
             .bind(ws)
             .bind(key)
             .bind(now)
+            .bind(&fingerprint)
             .fetch_optional(&mut *tx)
             .await?;
             if claimed.is_none() {
-                let id: i64 = sqlx::query(
-                    "SELECT conversation_id FROM idempotency WHERE workspace_id = $1 AND key = $2",
+                let row = sqlx::query(
+                    "SELECT conversation_id, fingerprint FROM idempotency WHERE workspace_id = $1 AND key = $2",
                 )
                 .bind(ws)
                 .bind(key)
                 .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+                .await?;
                 tx.rollback().await?;
-                return Ok((id, true));
+                let earlier: String = row.try_get("fingerprint")?;
+                if !earlier.is_empty() && earlier != fingerprint {
+                    return Err(StoreError::conflict(
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request",
+                    ));
+                }
+                return Ok((row.try_get("conversation_id")?, true));
             }
         }
         let ctx = self.context(&mut tx, ws, now).await?;

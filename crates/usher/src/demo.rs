@@ -111,11 +111,13 @@ pub async fn traffic(store: Store, ws: i64) {
             if let Ok(list) = store.conversations(ws, &filter, now_millis()).await {
                 if let Some(c) = list.first() {
                     if store.close(ws, c.id, now_millis()).await.is_ok() {
-                        eprintln!(
-                            "  demo: conversation {} closed by agent {}",
-                            c.id,
-                            c.assignee.unwrap_or_default()
-                        );
+                        let who = match c.assignee {
+                            Some(a) => {
+                                store.agent(ws, a, now_millis()).await.map(|a| a.name).unwrap_or_default()
+                            }
+                            None => String::new(),
+                        };
+                        eprintln!("  demo: conversation {} closed by {who}", c.id);
                     }
                 }
             }
