@@ -592,11 +592,17 @@ pub async fn list_conversations(
         status: q.status,
         team: q.team,
         assignee: q.assignee,
+        visible_to_agent: None,
         after: q.after,
         limit: q.limit,
     };
-    if caller.0.role == Role::Agent && q.status != Some(Status::Unassigned) {
-        filter.assignee = caller.0.agent;
+    if caller.0.role == Role::Agent {
+        if q.status == Some(Status::Unassigned) {
+            // The pick-and-assign list: unassigned conversations of the agent's teams.
+            filter.visible_to_agent = caller.0.agent;
+        } else {
+            filter.assignee = caller.0.agent;
+        }
     }
     let list = s.store.conversations(caller.ws(), &filter, now_millis()).await?;
     let next = list.last().map(|c| c.id);

@@ -775,6 +775,23 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
     // Agent lists show only the agent's own conversations.
     let list = t.call(agent_token, Method::GET, "/v1/conversations", None).await;
     assert!(list.body["conversations"].as_array().unwrap().iter().all(|c| c["assignee"] == me));
+    // The pick list shows unassigned conversations of the agent's own teams only.
+    let elsewhere = t.team("Elsewhere", "round_robin").await;
+    for (tm, who) in [(team, "pick-here"), (elsewhere, "pick-elsewhere")] {
+        let body = json!({ "channel": "sms", "team": tm, "contact": { "external_id": who }, "when_nobody": "leave_unassigned", "only_online": true, "cap": 0 });
+        let c = t.ok(Method::POST, "/v1/conversations", body).await;
+        assert_eq!(c["status"], "unassigned", "{c}");
+    }
+    let picks = t.call(agent_token, Method::GET, "/v1/conversations?status=unassigned", None).await;
+    let picks: Vec<i64> = picks.body["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["team"].as_i64().unwrap_or(0))
+        .collect();
+    // Teamless conversations (team 0 here) are everyone's to pick; another team's are not.
+    assert!(picks.contains(&team) && !picks.contains(&elsewhere), "{picks:?}");
+    assert!(picks.iter().all(|t| *t == team || *t == 0), "{picks:?}");
 }
 
 async fn a_token_over_its_rate_gets_429_with_retry_after(t: TestApp) {

@@ -1198,6 +1198,11 @@ impl Store {
         if let Some(a) = f.assignee {
             sql.push_str(&format!(" AND c.assignee_id = {a}"));
         }
+        if let Some(a) = f.visible_to_agent {
+            sql.push_str(&format!(
+                " AND (c.team_id IS NULL OR c.team_id IN (SELECT team_id FROM team_members WHERE agent_id = {a}))"
+            ));
+        }
         sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
         let rows = sqlx::query(&sql).bind(ws).bind(f.after.unwrap_or(0)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -353,6 +353,8 @@ pub struct ConversationFilter {
     pub team: Option<i64>,
     /// Only this assignee.
     pub assignee: Option<i64>,
+    /// Only conversations with no team or a team this agent belongs to.
+    pub visible_to_agent: Option<i64>,
     /// Only ids greater than this (paging).
     pub after: Option<i64>,
     /// Page size (capped at [`crate::limits::LIST_PAGE`]).
