@@ -95,6 +95,15 @@ impl Workspace {
         if self.conversations.contains_key(&request.conversation) {
             return Err(MemoryError::DuplicateConversation(request.conversation));
         }
+        // Those already waiting go first: capacity can appear without an event freeing it (a
+        // daily limit resets at midnight), and a newcomer must not overtake the queue. The team
+        // must exist before anything changes.
+        if let Some(team) = request.team() {
+            if self.snapshot.team(team).is_none() {
+                return Err(MemoryError::Decide(DecideError::UnknownTeam(team)));
+            }
+        }
+        self.drain(ctx)?;
         let decision = decide(&self.snapshot, &request, ctx)?;
         let state = Conversation {
             status: Status::Unassigned,

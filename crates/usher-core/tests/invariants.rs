@@ -479,3 +479,31 @@ fn queue_key_is_unused_here() {
     // QueueKey is part of the public API used by the store; keep the import honest.
     assert_ne!(QueueKey::Team(TeamId(1)), QueueKey::Agent(AgentId(1)));
 }
+
+/// A daily limit that resets at midnight frees capacity without any event: the conversation
+/// that waited since yesterday must still go before a newcomer.
+#[test]
+fn a_new_day_does_not_let_newcomers_overtake_the_queue() {
+    let specs = vec![AgentSpec {
+        presence: 0,
+        max_open: 10,
+        daily: Some(1),
+        weight: 1,
+        teams: vec![true, false, false],
+        billing: None,
+        french: false,
+        email_cap: None,
+    }];
+    let mut ws = Workspace::new(build(&specs, &[(0, true), (0, true), (0, true)]));
+    let day1 = ctx_at(1, 0);
+    let d = ws.open(AssignRequest::to_team(ConversationId(1), TeamId(1), day1.now), day1).unwrap();
+    assert_eq!(d.outcome, Outcome::Assigned(AgentId(1)));
+    let mut waiting = AssignRequest::to_team(ConversationId(2), TeamId(1), day1.now);
+    waiting.when_nobody = WhenNobody::Queue;
+    assert!(matches!(ws.open(waiting, day1).unwrap().outcome, Outcome::Queued { .. }));
+    let day2 = ctx_at(2, 1);
+    let mut newcomer = AssignRequest::to_team(ConversationId(3), TeamId(1), day2.now);
+    newcomer.when_nobody = WhenNobody::Queue;
+    assert!(matches!(ws.open(newcomer, day2).unwrap().outcome, Outcome::Queued { .. }));
+    assert_eq!(ws.conversation(ConversationId(2)).unwrap().state.assignee, Some(AgentId(1)));
+}

@@ -724,8 +724,8 @@ impl Store {
         if let Some(p) = previous {
             scope.agents.insert(p);
         }
-        let Loaded { snapshot, names, when_nobody: policies, .. } =
-            self.load(&mut tx, ws, &scope, false).await?;
+        let Loaded { snapshot, names, when_nobody: policies, queue } =
+            self.load(&mut tx, ws, &scope, true).await?;
         let when_nobody = match (new.when_nobody, new.team) {
             (Some(w), _) => w,
             (None, Some(team)) => policies.get(&team).copied().unwrap_or_default(),
@@ -802,8 +802,11 @@ impl Store {
                 rules: new.rules,
                 when_nobody,
             };
-            let decision = self.decide(&snapshot, &request, ctx)?;
+            // Those already waiting go first: capacity can appear without a command freeing it
+            // (a daily limit resets at midnight), and a newcomer must not overtake the queue.
             let mut after = snapshot.clone();
+            self.drain(&mut tx, &mut after, &queue, &mut work).await?;
+            let decision = self.decide(&after, &request, ctx)?;
             queue::apply(&mut after, &request, &decision, ctx);
             self.save(&mut tx, &snapshot, &after).await?;
             self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;

@@ -295,3 +295,63 @@ async fn concurrent_openings_fill_exactly_the_capacity() {
         );
     }
 }
+
+/// After midnight a daily limit frees capacity without any command: the conversation waiting
+/// since yesterday goes before a newcomer.
+#[tokio::test]
+async fn a_new_day_does_not_let_newcomers_overtake_the_queue() {
+    let mut stores = vec![sqlite().await];
+    if let Some(pg) = postgres().await {
+        stores.push(pg);
+    }
+    for store in stores {
+        let day1 = 1_800_000_000_000; // 2027-01-15 08:00 UTC
+        let ws = store.create_workspace("W", "UTC", day1).await.unwrap().id;
+        let team = NewTeam {
+            name: "T".into(),
+            strategy: Strategy::RoundRobin,
+            only_online: true,
+            time_zone: "UTC".into(),
+            when_nobody: WhenNobody::Queue,
+            default_handle_seconds: 60,
+        };
+        let team = store.create_team(ws, &team, day1).await.unwrap().id;
+        let a = NewAgent {
+            name: "Ana".into(),
+            email: "ana@x.test".into(),
+            teams: vec![team],
+            max_open: 10,
+            daily_limit: Some(1),
+            weight: 1,
+            skills: BTreeMap::new(),
+            languages: vec![],
+            channel_caps: BTreeMap::new(),
+            status: Presence::Online,
+        };
+        let ana = store.create_agent(ws, &a, day1).await.unwrap().id;
+        let open = |who: &str| NewConversation {
+            channel: Channel::Sms,
+            contact: NewContact { external_id: who.into(), name: None, language: None, tags: vec![] },
+            message: None,
+            team: Some(team),
+            agent: None,
+            wait_for_agent: false,
+            priority: Priority::Normal,
+            strategy: None,
+            skills: vec![],
+            match_language: false,
+            prefer_previous_agent: false,
+            rules: Rules::default(),
+            when_nobody: None,
+        };
+        let (first, _) = store.open_conversation(ws, &open("a"), None, day1).await.unwrap();
+        assert_eq!(first.assignee, Some(ana));
+        let (waiting, _) = store.open_conversation(ws, &open("b"), None, day1 + 1_000).await.unwrap();
+        assert_eq!(waiting.status, Status::Queued);
+        let day2 = day1 + 86_400_000;
+        let (newcomer, _) = store.open_conversation(ws, &open("c"), None, day2).await.unwrap();
+        assert_eq!(newcomer.status, Status::Queued, "the newcomer waits behind yesterday's conversation");
+        assert_eq!(store.conversation(ws, waiting.id, day2).await.unwrap().assignee, Some(ana));
+        assert!(store.audit_counters(ws).await.unwrap().is_empty());
+    }
+}
