@@ -68,6 +68,61 @@ impl Store {
         Ok(n == 0)
     }
 
+    /// On an empty database, creates the first workspace and its admin token (`secret`, or a
+    /// random one) in one transaction that excludes every other node doing the same (an
+    /// advisory lock on PostgreSQL, the single writer on SQLite). Returns `None` when some
+    /// workspace exists already, so nodes starting together create exactly one.
+    pub async fn bootstrap(
+        &self,
+        name: &str,
+        time_zone: &str,
+        secret: Option<&str>,
+        now: Millis,
+    ) -> Result<Option<(Workspace, NewToken)>, StoreError> {
+        check_len("name", name)?;
+        check_time_zone(time_zone)?;
+        let token = match secret {
+            Some(s) if s.len() >= 16 => s.to_string(),
+            Some(_) => {
+                return Err(StoreError::invalid("token_too_short", "a token must be at least 16 characters"))
+            }
+            None => new_secret(),
+        };
+        let mut tx = self.begin().await?;
+        if self.backend == crate::db::Backend::Postgres {
+            sqlx::query("SELECT CAST(pg_advisory_xact_lock(7283) AS TEXT)").fetch_one(&mut *tx).await?;
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&mut *tx).await?.try_get(0)?;
+        if n > 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let ws: i64 = sqlx::query(
+            "INSERT INTO workspaces (name, time_zone, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(time_zone)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO tokens (workspace_id, hash, role, agent_id, created_at) VALUES ($1, $2, 'admin', NULL, $3) \
+             RETURNING id",
+        )
+        .bind(ws)
+        .bind(hash_token(&token))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let events = [PendingEvent::new("token.created").data(json!({ "token": id, "role": "admin" }))];
+        append_events(&mut tx, ws, now, &events).await?;
+        tx.commit().await?;
+        let workspace = Workspace { id: ws, name: name.into(), time_zone: time_zone.into() };
+        Ok(Some((workspace, NewToken { id, token, role: Role::Admin, agent: None, workspace: ws })))
+    }
+
     /// Creates a workspace.
     pub async fn create_workspace(
         &self,

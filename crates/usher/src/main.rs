@@ -172,11 +172,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let store = Store::connect(&url).await.context("connecting to the database")?;
     let time_zone = args.time_zone.or(file.time_zone).unwrap_or_else(|| "UTC".into());
-    if store.is_empty().await? {
-        let now = now_millis();
-        let ws = store.create_workspace(if args.demo { "Demo" } else { "Default" }, &time_zone, now).await?;
-        let bootstrap = std::env::var("USHER_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-        let token = store.create_token(ws.id, Role::Admin, None, bootstrap.as_deref(), now).await?;
+    let bootstrap = std::env::var("USHER_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
+    let name = if args.demo { "Demo" } else { "Default" };
+    // One transaction under a lock: nodes starting together on one database create exactly
+    // one workspace.
+    if let Some((ws, token)) = store.bootstrap(name, &time_zone, bootstrap.as_deref(), now_millis()).await? {
         if bootstrap.is_some() {
             tracing::info!(
                 workspace = ws.id,
