@@ -352,7 +352,23 @@ fn run_strategy(
                 }
                 earned.push(credit);
             }
-            best.map(|(_, p)| p)
+            // Balinski and Young's quota method. With credit e = t·w − c·W after earning, an
+            // agent below its upper quota has e > 0; among those, the earliest "deadline"
+            // (c + 1) / w wins, which in credits is the smallest (W − e) / w. This keeps every
+            // count within one of its exact share on every prefix; picking the richest credit
+            // alone (nginx's rule) can leave a light agent more than one turn behind.
+            let total = i128::from(total_weight);
+            let mut quota: Option<(i128, i128, usize)> = None; // (W − e, w, position)
+            for (&p, &e) in eligible.iter().zip(&earned) {
+                if e <= 0 {
+                    continue;
+                }
+                let (lag, w) = (total - i128::from(e), i128::from(agent_at(p).weight));
+                if quota.is_none_or(|(bl, bw, _)| lag * bw < bl * w) {
+                    quota = Some((lag, w, p));
+                }
+            }
+            quota.map(|(_, _, p)| p).or(best.map(|(_, p)| p))
         }
     };
 

@@ -229,6 +229,13 @@ impl Workspace {
         let mut request = record.request.clone();
         request.previous_agent = record.state.last_assignee.or(request.previous_agent);
         request.arrived_at = ctx.now;
+        if let Some(team) = request.team() {
+            if self.snapshot.team(team).is_none() {
+                return Err(MemoryError::Decide(DecideError::UnknownTeam(team)));
+            }
+        }
+        // Those already waiting go first, as when opening.
+        self.drain(ctx)?;
         let decision = decide(&self.snapshot, &request, ctx)?;
         self.commit(id, change, ctx);
         if let Some(record) = self.conversations.get_mut(&id) {

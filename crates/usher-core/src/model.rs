@@ -218,10 +218,11 @@ pub enum Strategy {
     /// The eligible agent with the fewest open conversations; ties go to whoever was assigned
     /// longest ago (never assigned counts as longest ago), then to the lowest id.
     LeastOpen,
-    /// Smooth weighted rotation (the nginx algorithm): each eligible agent earns its weight in
-    /// credit per decision, the richest wins and pays the total weight of the eligible set.
-    /// Over any prefix of decisions with a fixed eligible set, each agent's count stays within
-    /// one of its exact share. Deterministic: no dice.
+    /// Weighted rotation by Balinski and Young's quota method: each eligible agent earns its
+    /// weight in credit per decision; among the agents still below their upper quota, the one
+    /// whose next turn is due earliest wins and pays the eligible set's total weight. Over any
+    /// prefix of decisions with a fixed eligible set, each agent's count stays within one of
+    /// its exact share. Deterministic: no dice.
     Weighted,
 }
 

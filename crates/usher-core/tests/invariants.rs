@@ -507,3 +507,39 @@ fn a_new_day_does_not_let_newcomers_overtake_the_queue() {
     assert!(matches!(ws.open(newcomer, day2).unwrap().outcome, Outcome::Queued { .. }));
     assert_eq!(ws.conversation(ConversationId(2)).unwrap().state.assignee, Some(AgentId(1)));
 }
+
+/// The weight vectors on which nginx's smooth weighted rule leaves an agent more than one turn
+/// behind its exact share (found by the property tests); the quota method must not.
+#[test]
+fn weighted_shares_hold_on_the_known_hard_cases() {
+    for weights in [vec![1u32, 1, 1, 5, 5, 5], vec![1, 1, 1, 1, 7, 7], vec![8, 8, 1, 1, 1, 8]] {
+        let specs: Vec<AgentSpec> = weights
+            .iter()
+            .map(|w| AgentSpec {
+                presence: 0,
+                max_open: 100_000,
+                daily: None,
+                weight: *w,
+                teams: vec![true, false, false],
+                billing: None,
+                french: false,
+                email_cap: None,
+            })
+            .collect();
+        let mut ws = Workspace::new(build(&specs, &[(2, true), (0, true), (0, true)]));
+        let ctx = ctx_at(1, 0);
+        let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+        let mut counts = vec![0i64; weights.len()];
+        for n in 1..=500i64 {
+            let d = ws.open(AssignRequest::to_team(ConversationId(n), TeamId(1), ctx.now), ctx).unwrap();
+            let Outcome::Assigned(a) = d.outcome else { panic!("not assigned") };
+            counts[(a.0 - 1) as usize] += 1;
+            for (i, w) in weights.iter().enumerate() {
+                assert!(
+                    (counts[i] * total - n * i64::from(*w)).abs() <= total,
+                    "{weights:?} after {n}: {counts:?}"
+                );
+            }
+        }
+    }
+}

@@ -1054,9 +1054,14 @@ impl Store {
             if let Some(team) = to_team {
                 request.when_nobody = policies.get(&team).copied().unwrap_or_default();
             }
+            // Those already waiting go first (capacity freed by this command, or by a daily
+            // limit that reset at midnight), then this conversation is decided.
+            let waiting: Vec<Waiting> = queue.iter().filter(|w| w.conversation().0 != id).cloned().collect();
+            self.drain(&mut tx, &mut after, &waiting, &mut work).await?;
             let decision = self.decide(&after, &request, ctx)?;
             queue::apply(&mut after, &request, &decision, ctx);
             self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;
+            return self.finish(tx, &snapshot, after, queue, id, false, work).await;
         }
         let freed = change.released.is_some();
         self.finish(tx, &snapshot, after, queue, id, freed, work).await
