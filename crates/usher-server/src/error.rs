@@ -69,9 +69,7 @@ impl From<StoreError> for ApiError {
             other => {
                 tracing::error!(error = %other, "store failure");
                 let status = match other {
-                    StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 ApiError::new(
@@ -82,15 +80,6 @@ impl From<StoreError> for ApiError {
             }
         }
     }
-}
-
-fn is_unavailable(e: &usher_store::sqlx_error::Error) -> bool {
-    matches!(
-        e,
-        usher_store::sqlx_error::Error::PoolTimedOut
-            | usher_store::sqlx_error::Error::PoolClosed
-            | usher_store::sqlx_error::Error::Io(_)
-    )
 }
 
 impl IntoResponse for ApiError {

@@ -6,12 +6,11 @@ use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store,
 use crate::error::StoreError;
 use crate::limits;
 use crate::routing::{enum_str, parse_enum};
+use crate::sql::{query, Row};
 use crate::types::*;
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use usher_core::clock::{local_day, parse_time_zone};
 use usher_core::model::{Presence, Rotation, Timestamp};
@@ -51,20 +50,10 @@ fn check_time_zone(tz: &str) -> Result<(), StoreError> {
     parse_time_zone(tz).map(|_| ()).map_err(|e| StoreError::invalid("unknown_time_zone", e.to_string()))
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => {
-            matches!(d.code().as_deref(), Some("23505" | "2067" | "1555")) || d.message().contains("UNIQUE")
-        }
-        _ => false,
-    }
-}
-
 impl Store {
     /// Whether any workspace exists.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await?.try_get(0)?;
+        let n: i64 = query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await?.try_get(0)?;
         Ok(n == 0)
     }
 
@@ -90,23 +79,22 @@ impl Store {
         };
         let mut tx = self.begin().await?;
         if self.backend == crate::db::Backend::Postgres {
-            sqlx::query("SELECT CAST(pg_advisory_xact_lock(7283) AS TEXT)").fetch_one(&mut *tx).await?;
+            query("SELECT CAST(pg_advisory_xact_lock(7283) AS TEXT)").fetch_one(&mut *tx).await?;
         }
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&mut *tx).await?.try_get(0)?;
+        let n: i64 = query("SELECT COUNT(*) FROM workspaces").fetch_one(&mut *tx).await?.try_get(0)?;
         if n > 0 {
             tx.rollback().await?;
             return Ok(None);
         }
-        let ws: i64 = sqlx::query(
-            "INSERT INTO workspaces (name, time_zone, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(time_zone)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        let id: i64 = sqlx::query(
+        let ws: i64 =
+            query("INSERT INTO workspaces (name, time_zone, created_at) VALUES ($1, $2, $3) RETURNING id")
+                .bind(name)
+                .bind(time_zone)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        let id: i64 = query(
             "INSERT INTO tokens (workspace_id, hash, role, agent_id, created_at) VALUES ($1, $2, 'admin', NULL, $3) \
              RETURNING id",
         )
@@ -132,21 +120,20 @@ impl Store {
     ) -> Result<Workspace, StoreError> {
         check_len("name", name)?;
         check_time_zone(time_zone)?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO workspaces (name, time_zone, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(time_zone)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
+        let id: i64 =
+            query("INSERT INTO workspaces (name, time_zone, created_at) VALUES ($1, $2, $3) RETURNING id")
+                .bind(name)
+                .bind(time_zone)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
         Ok(Workspace { id, name: name.into(), time_zone: time_zone.into() })
     }
 
     /// One workspace.
     pub async fn workspace(&self, id: i64) -> Result<Workspace, StoreError> {
-        let row = sqlx::query("SELECT id, name, time_zone FROM workspaces WHERE id = $1")
+        let row = query("SELECT id, name, time_zone FROM workspaces WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -188,7 +175,7 @@ impl Store {
             None => new_secret(),
         };
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO tokens (workspace_id, hash, role, agent_id, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(ws)
@@ -199,10 +186,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) {
+            if e.is_unique_violation() {
                 StoreError::conflict("token_exists", "that token exists already")
             } else {
-                e.into()
+                e
             }
         })?;
         let id: i64 = row.try_get(0)?;
@@ -216,7 +203,7 @@ impl Store {
 
     /// Who a token speaks for, if it exists.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        let row = sqlx::query("SELECT id, workspace_id, role, agent_id FROM tokens WHERE hash = $1")
+        let row = query("SELECT id, workspace_id, role, agent_id FROM tokens WHERE hash = $1")
             .bind(hash_token(token))
             .fetch_optional(&self.pool)
             .await?;
@@ -236,7 +223,7 @@ impl Store {
         check_len("name", &new.name)?;
         check_time_zone(&new.time_zone)?;
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO teams (workspace_id, name, strategy, only_online, when_nobody, time_zone, \
              default_handle_seconds, rotation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
@@ -252,10 +239,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) {
+            if e.is_unique_violation() {
                 StoreError::conflict("name_taken", format!("a team named {:?} exists already", new.name))
             } else {
-                e.into()
+                e
             }
         })?;
         let id: i64 = row.try_get(0)?;
@@ -286,7 +273,7 @@ impl Store {
             check_time_zone(tz)?;
         }
         let mut tx = self.begin().await?;
-        sqlx::query(
+        query(
             "UPDATE teams SET name = $1, strategy = $2, only_online = $3, when_nobody = $4, time_zone = $5, \
              default_handle_seconds = $6 WHERE id = $7 AND workspace_id = $8",
         )
@@ -301,10 +288,10 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) {
+            if e.is_unique_violation() {
                 StoreError::conflict("name_taken", "a team with that name exists already")
             } else {
-                e.into()
+                e
             }
         })?;
         let mut events = vec![PendingEvent::new("team.updated").team(Some(id))];
@@ -318,13 +305,13 @@ impl Store {
 
     /// One team.
     pub async fn team(&self, ws: i64, id: i64) -> Result<Team, StoreError> {
-        let row = sqlx::query("SELECT * FROM teams WHERE id = $1 AND workspace_id = $2")
+        let row = query("SELECT * FROM teams WHERE id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::not_found(format!("team {id}")))?;
-        let members = sqlx::query("SELECT agent_id FROM team_members WHERE team_id = $1 ORDER BY agent_id")
+        let members = query("SELECT agent_id FROM team_members WHERE team_id = $1 ORDER BY agent_id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -336,12 +323,12 @@ impl Store {
 
     /// All teams of the workspace.
     pub async fn teams(&self, ws: i64) -> Result<Vec<Team>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM teams WHERE workspace_id = $1 ORDER BY id")
+        let rows = query("SELECT * FROM teams WHERE workspace_id = $1 ORDER BY id")
             .bind(ws)
             .fetch_all(&self.pool)
             .await?;
         let mut members: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        for r in sqlx::query(
+        for r in query(
             "SELECT m.team_id, m.agent_id FROM team_members m JOIN teams t ON t.id = m.team_id \
              WHERE t.workspace_id = $1 ORDER BY m.agent_id",
         )
@@ -361,7 +348,7 @@ impl Store {
             return Err(StoreError::invalid("too_many", format!("at most {} teams", limits::LIST_LEN)));
         }
         for &t in teams {
-            let found = sqlx::query("SELECT id FROM teams WHERE id = $1 AND workspace_id = $2")
+            let found = query("SELECT id FROM teams WHERE id = $1 AND workspace_id = $2")
                 .bind(t)
                 .bind(ws)
                 .fetch_optional(&mut **tx)
@@ -369,7 +356,7 @@ impl Store {
             if found.is_none() {
                 return Err(StoreError::not_found(format!("team {t}")));
             }
-            let n: i64 = sqlx::query("SELECT COUNT(*) FROM team_members WHERE team_id = $1")
+            let n: i64 = query("SELECT COUNT(*) FROM team_members WHERE team_id = $1")
                 .bind(t)
                 .fetch_one(&mut **tx)
                 .await?
@@ -428,7 +415,7 @@ impl Store {
     async fn create_agent_once(&self, ws: i64, new: &NewAgent, now: Millis) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
         self.check_teams(&mut tx, ws, &new.teams).await?;
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO agents (workspace_id, name, email, status, max_open, channel_caps, daily_limit, weight, \
              skills, languages, open_by_channel, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              RETURNING id",
@@ -448,21 +435,19 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) {
+            if e.is_unique_violation() {
                 StoreError::conflict("email_taken", format!("an agent with e-mail {} exists already", new.email))
             } else {
-                e.into()
+                e
             }
         })?;
         let id: i64 = row.try_get(0)?;
         for t in &new.teams {
-            sqlx::query(
-                "INSERT INTO team_members (team_id, agent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(t)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            query("INSERT INTO team_members (team_id, agent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(t)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         let mut events = vec![PendingEvent::new("agent.created")
             .agent(Some(id))
@@ -506,7 +491,7 @@ impl Store {
         if let Some(teams) = &patch.teams {
             self.check_teams(&mut tx, ws, teams).await?;
         }
-        sqlx::query(
+        query(
             "UPDATE agents SET name = $1, max_open = $2, daily_limit = $3, weight = $4, skills = $5, languages = $6, \
              channel_caps = $7 WHERE id = $8 AND workspace_id = $9",
         )
@@ -522,15 +507,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if let Some(teams) = &patch.teams {
-            sqlx::query("DELETE FROM team_members WHERE agent_id = $1").bind(id).execute(&mut *tx).await?;
+            query("DELETE FROM team_members WHERE agent_id = $1").bind(id).execute(&mut *tx).await?;
             for t in teams {
-                sqlx::query(
-                    "INSERT INTO team_members (team_id, agent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(t)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                query("INSERT INTO team_members (team_id, agent_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         let mut events = vec![PendingEvent::new("agent.updated").agent(Some(id))];
@@ -560,7 +543,7 @@ impl Store {
         now: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT status FROM agents WHERE id = $1 AND workspace_id = $2")
+        let row = query("SELECT status FROM agents WHERE id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&mut *tx)
@@ -571,7 +554,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(());
         }
-        sqlx::query("UPDATE agents SET status = $1 WHERE id = $2")
+        query("UPDATE agents SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(id)
             .execute(&mut *tx)
@@ -589,13 +572,13 @@ impl Store {
 
     /// One agent.
     pub async fn agent(&self, ws: i64, id: i64, now: Millis) -> Result<Agent, StoreError> {
-        let row = sqlx::query("SELECT a.*, w.time_zone AS ws_time_zone FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = $1 AND a.workspace_id = $2")
+        let row = query("SELECT a.*, w.time_zone AS ws_time_zone FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = $1 AND a.workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::not_found(format!("agent {id}")))?;
-        let teams = sqlx::query("SELECT team_id FROM team_members WHERE agent_id = $1 ORDER BY team_id")
+        let teams = query("SELECT team_id FROM team_members WHERE agent_id = $1 ORDER BY team_id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -607,12 +590,12 @@ impl Store {
 
     /// All agents of the workspace.
     pub async fn agents(&self, ws: i64, now: Millis) -> Result<Vec<Agent>, StoreError> {
-        let rows = sqlx::query("SELECT a.*, w.time_zone AS ws_time_zone FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE a.workspace_id = $1 ORDER BY a.id")
+        let rows = query("SELECT a.*, w.time_zone AS ws_time_zone FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE a.workspace_id = $1 ORDER BY a.id")
             .bind(ws)
             .fetch_all(&self.pool)
             .await?;
         let mut teams: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        for r in sqlx::query(
+        for r in query(
             "SELECT m.team_id, m.agent_id FROM team_members m JOIN agents a ON a.id = m.agent_id \
              WHERE a.workspace_id = $1 ORDER BY m.team_id",
         )
@@ -628,7 +611,7 @@ impl Store {
     }
 }
 
-fn team_view(row: &AnyRow, members: Vec<i64>) -> Result<Team, StoreError> {
+fn team_view(row: &Row, members: Vec<i64>) -> Result<Team, StoreError> {
     Ok(Team {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -641,7 +624,7 @@ fn team_view(row: &AnyRow, members: Vec<i64>) -> Result<Team, StoreError> {
     })
 }
 
-fn agent_view(row: &AnyRow, teams: Vec<i64>, now: Millis) -> Result<Agent, StoreError> {
+fn agent_view(row: &Row, teams: Vec<i64>, now: Millis) -> Result<Agent, StoreError> {
     let core = crate::routing::core_agent(row)?;
     let tz = parse_time_zone(&row.try_get::<String, _>("ws_time_zone")?)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -676,7 +659,7 @@ impl Store {
             "# HELP usher_queue_oldest_wait_seconds How long the head of a team's queue has waited.\n\
              # TYPE usher_queue_oldest_wait_seconds gauge\n",
         );
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT t.workspace_id, t.id, t.name, COUNT(c.id) AS waiting, MIN(c.queued_at) AS oldest FROM teams t \
              LEFT JOIN conversations c ON c.team_id = t.id AND c.status = 'queued' GROUP BY t.workspace_id, t.id, t.name \
              ORDER BY t.id",
@@ -699,17 +682,16 @@ impl Store {
         out.push_str(
             "# HELP usher_conversations Conversations by status.\n# TYPE usher_conversations gauge\n",
         );
-        for r in
-            sqlx::query("SELECT status, COUNT(*) AS n FROM conversations GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
-                .await?
+        for r in query("SELECT status, COUNT(*) AS n FROM conversations GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await?
         {
             let status: String = r.try_get("status")?;
             let n: i64 = r.try_get("n")?;
             let _ = writeln!(out, "usher_conversations{{status=\"{status}\"}} {n}");
         }
         out.push_str("# HELP usher_agents Agents by status.\n# TYPE usher_agents gauge\n");
-        for r in sqlx::query("SELECT status, COUNT(*) AS n FROM agents GROUP BY status ORDER BY status")
+        for r in query("SELECT status, COUNT(*) AS n FROM agents GROUP BY status ORDER BY status")
             .fetch_all(&self.pool)
             .await?
         {
@@ -721,7 +703,7 @@ impl Store {
     }
 }
 
-fn contact_view(row: &AnyRow) -> Result<Contact, StoreError> {
+fn contact_view(row: &Row) -> Result<Contact, StoreError> {
     Ok(Contact {
         id: row.try_get("id")?,
         channel: parse_enum(&row.try_get::<String, _>("channel")?)?,
@@ -736,7 +718,7 @@ fn contact_view(row: &AnyRow) -> Result<Contact, StoreError> {
 impl Store {
     /// One contact.
     pub async fn contact(&self, ws: i64, id: i64) -> Result<Contact, StoreError> {
-        let row = sqlx::query("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
+        let row = query("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&self.pool)
@@ -757,7 +739,7 @@ impl Store {
         let limit = limit.clamp(1, limits::LIST_PAGE);
         let rows = match channel_and_external_id {
             Some((channel, external)) => {
-                sqlx::query(
+                query(
                     "SELECT * FROM contacts WHERE workspace_id = $1 AND channel = $2 AND external_id = $3 AND id > $4",
                 )
                 .bind(ws)
@@ -768,7 +750,7 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(&format!(
+                query(&format!(
                     "SELECT * FROM contacts WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT {limit}"
                 ))
                 .bind(ws)
@@ -810,7 +792,7 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE contacts SET name = $1, language = $2, tags = $3, attributes = $4 WHERE id = $5 AND workspace_id = $6")
+        query("UPDATE contacts SET name = $1, language = $2, tags = $3, attributes = $4 WHERE id = $5 AND workspace_id = $6")
             .bind(patch.name.clone().or(current.name))
             .bind(patch.language.clone().or(current.language))
             .bind(serde_json::to_string(patch.tags.as_ref().unwrap_or(&current.tags))?)

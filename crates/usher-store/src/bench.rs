@@ -5,6 +5,7 @@
 
 use crate::db::Store;
 use crate::error::StoreError;
+use crate::sql::query;
 use std::time::Instant;
 
 /// Runs `n` such transactions with `concurrency` tasks on a scratch set of `bench_*` tables
@@ -18,7 +19,7 @@ pub async fn raw_transactions(url: &str, n: usize, concurrency: usize) -> Result
         "CREATE TABLE bench_counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
         "INSERT INTO bench_counters (id, n) VALUES (1, 0), (2, 0), (3, 0)",
     ] {
-        sqlx::query(stmt).execute(&store.pool).await?;
+        query(stmt).execute(&store.pool).await?;
     }
     let started = Instant::now();
     let per = n.div_ceil(concurrency.max(1));
@@ -29,9 +30,9 @@ pub async fn raw_transactions(url: &str, n: usize, concurrency: usize) -> Result
             for i in 0..per {
                 let id = i64::try_from(t * per + i).unwrap_or(0) * 3;
                 let mut tx = store.begin().await?;
-                sqlx::query("SELECT n FROM bench_counters WHERE id = 1").fetch_one(&mut *tx).await?;
+                query("SELECT n FROM bench_counters WHERE id = 1").fetch_one(&mut *tx).await?;
                 for k in 0..3 {
-                    sqlx::query("INSERT INTO bench_rows (id, kind, body, at) VALUES ($1, $2, $3, $4)")
+                    query("INSERT INTO bench_rows (id, kind, body, at) VALUES ($1, $2, $3, $4)")
                         .bind(id + k)
                         .bind("row")
                         .bind("{\"a\":1,\"b\":[1,2,3]}")
@@ -39,8 +40,8 @@ pub async fn raw_transactions(url: &str, n: usize, concurrency: usize) -> Result
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query("UPDATE bench_counters SET n = n + 1 WHERE id = 2").execute(&mut *tx).await?;
-                sqlx::query("UPDATE bench_counters SET n = n + 1 WHERE id = 3 RETURNING n")
+                query("UPDATE bench_counters SET n = n + 1 WHERE id = 2").execute(&mut *tx).await?;
+                query("UPDATE bench_counters SET n = n + 1 WHERE id = 3 RETURNING n")
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -53,7 +54,7 @@ pub async fn raw_transactions(url: &str, n: usize, concurrency: usize) -> Result
     }
     let rate = (per * concurrency.max(1)) as f64 / started.elapsed().as_secs_f64();
     for stmt in ["DROP TABLE bench_rows", "DROP TABLE bench_counters"] {
-        sqlx::query(stmt).execute(&store.pool).await?;
+        query(stmt).execute(&store.pool).await?;
     }
     Ok(rate)
 }

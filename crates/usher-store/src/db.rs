@@ -1,9 +1,11 @@
 //! Connecting, migrating, transactions and the event log: the parts every command shares.
 
 use crate::error::StoreError;
+use crate::sql::{query, Row};
 use crate::types::Millis;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,46 +18,216 @@ pub enum Backend {
     Postgres,
 }
 
-/// The store: a connection pool and the dialect it speaks.
+/// The store: its connections and the dialect they speak.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) pool: AnyPool,
+    pub(crate) pool: Pool,
     pub(crate) backend: Backend,
-    /// SQLite has one writer. Writers queue here, in the process, instead of spinning in
-    /// SQLite's busy handler (which sleeps in steps of up to 100 ms and wrecks latency).
-    write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Workspace time zones, which never change once a workspace exists (there is no call to
     /// change one), so a node may remember them: one query less per command.
     pub(crate) time_zones: Arc<std::sync::RwLock<std::collections::HashMap<i64, chrono_tz::Tz>>>,
 }
 
-/// A write transaction in progress; on SQLite it also holds the process's write turn.
-/// Dereferences to the connection, so `&mut *tx` is an executor.
+/// The connections behind a store.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    /// SQLite has one writer: one connection, taken in turn (writers queue on the mutex, in
+    /// the process, never in SQLite's sleeping busy handler), and a few readers beside it
+    /// (WAL lets them read while the writer writes).
+    Sqlite { writer: Arc<tokio::sync::Mutex<rusqlite::Connection>>, readers: Arc<Readers> },
+    /// PostgreSQL: a pool of connections, each transaction on one.
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pool::Sqlite { readers, .. } => write!(f, "Pool::Sqlite({})", readers.path.display()),
+            Pool::Postgres(_) => write!(f, "Pool::Postgres"),
+        }
+    }
+}
+
+/// SQLite's read connections, opened on demand and kept for reuse.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many SQLite read connections may be open at once.
+const SQLITE_READERS: usize = 4;
+
+/// Opens a SQLite connection with Usher's settings.
+fn open_sqlite(path: &std::path::Path, writer: bool) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if writer {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // WAL: readers never block the writer nor it them. synchronous = NORMAL: a commit is
+    // durable against a process crash at once and against power loss at the next checkpoint
+    // (README, "Durability").
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
+    )?;
+    if !writer {
+        // A reader that was handed a write by mistake fails loudly instead of racing the writer.
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+    }
+    Ok(conn)
+}
+
+/// A read connection, returned to the pool when dropped.
+pub(crate) struct Reader {
+    conn: ReaderConn,
+}
+
+/// The connection inside a [`Reader`]; `&mut *reader` is an executor.
+pub(crate) enum ReaderConn {
+    Sqlite {
+        conn: Option<rusqlite::Connection>,
+        readers: Arc<Readers>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Drop for ReaderConn {
+    fn drop(&mut self) {
+        if let ReaderConn::Sqlite { conn, readers, .. } = self {
+            if let (Some(c), Ok(mut idle)) = (conn.take(), readers.idle.lock()) {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = ReaderConn;
+    fn deref(&self) -> &ReaderConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut ReaderConn {
+        &mut self.conn
+    }
+}
+
+impl Pool {
+    /// A read connection.
+    pub(crate) async fn acquire(&self) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            conn: match self {
+                Pool::Sqlite { readers, .. } => {
+                    let permit = readers
+                        .permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| StoreError::Corrupt("the store is shut down".into()))?;
+                    let idle = readers.idle.lock().ok().and_then(|mut v| v.pop());
+                    let conn = match idle {
+                        Some(c) => c,
+                        None => open_sqlite(&readers.path, false)?,
+                    };
+                    ReaderConn::Sqlite { conn: Some(conn), readers: readers.clone(), _permit: permit }
+                }
+                Pool::Postgres(pool) => ReaderConn::Postgres(pool.acquire().await?),
+            },
+        })
+    }
+}
+
+/// A write transaction in progress; on SQLite it holds the one writer connection.
+/// Dereferences to its connection, so `&mut *tx` is an executor. Dropped without
+/// [`Tx::commit`], it rolls back.
 pub(crate) struct Tx {
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    conn: TxConn,
+}
+
+/// The connection inside a [`Tx`].
+pub(crate) enum TxConn {
+    Sqlite(SqliteTx),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// Committed (PostgreSQL's transaction was consumed).
+    Done,
+}
+
+/// The SQLite writer connection inside `BEGIN IMMEDIATE`; rolls back when dropped open.
+pub(crate) struct SqliteTx {
+    conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
+    open: bool,
+}
+
+impl SqliteTx {
+    pub(crate) fn conn(&self) -> &rusqlite::Connection {
+        &self.conn
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 impl Tx {
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    /// Commits.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        match std::mem::replace(&mut self.conn, TxConn::Done) {
+            TxConn::Sqlite(mut tx) => {
+                // A failed COMMIT leaves the transaction open: the drop then rolls it back
+                // before the next writer takes the connection.
+                tx.conn.execute_batch("COMMIT")?;
+                tx.open = false;
+                Ok(())
+            }
+            TxConn::Postgres(tx) => Ok(tx.commit().await?),
+            TxConn::Done => Ok(()),
+        }
     }
 
-    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    /// Rolls back (dropping the transaction does the same).
+    pub(crate) async fn rollback(self) -> Result<(), StoreError> {
+        match self.conn {
+            TxConn::Postgres(tx) => Ok(tx.rollback().await?),
+            TxConn::Sqlite(_) | TxConn::Done => Ok(()),
+        }
+    }
+
+    /// Runs several statements of SQL text with no parameters (migrations).
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match &mut self.conn {
+            TxConn::Sqlite(tx) => Ok(tx.conn.execute_batch(sql)?),
+            TxConn::Postgres(tx) => {
+                // A plain string goes by the simple protocol, which takes several statements.
+                sqlx::Executor::execute(&mut **tx, sql).await?;
+                Ok(())
+            }
+            TxConn::Done => Err(StoreError::Corrupt("transaction already committed".into())),
+        }
     }
 }
 
 impl std::ops::Deref for Tx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.tx
+    type Target = TxConn;
+    fn deref(&self) -> &TxConn {
+        &self.conn
     }
 }
 
 impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+    fn deref_mut(&mut self) -> &mut TxConn {
+        &mut self.conn
     }
 }
 
@@ -91,66 +263,122 @@ impl PendingEvent {
     }
 }
 
+/// The migrations of each backend, in order: (version, name, SQL).
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "contact_attributes", include_str!("../migrations/sqlite/0002_contact_attributes.sql")),
+    (3, "idempotency_fingerprint", include_str!("../migrations/sqlite/0003_idempotency_fingerprint.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "contact_attributes", include_str!("../migrations/postgres/0002_contact_attributes.sql")),
+    (3, "idempotency_fingerprint", include_str!("../migrations/postgres/0003_idempotency_fingerprint.sql")),
+];
+
+/// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).
+fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(StoreError::invalid(
+            "bad_database_url",
+            "a SQLite URL must name a file (an in-memory database cannot be shared by readers)",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path/to/usher.db` or `postgres://…`), creating a SQLite
     /// file if needed, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let (pool, backend) = if url.starts_with("sqlite:") {
+            let path = sqlite_path(url)?;
+            let writer = open_sqlite(&path, true)?;
+            let readers = Readers {
+                path,
+                idle: std::sync::Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(SQLITE_READERS)),
+            };
+            let pool = Pool::Sqlite {
+                writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                readers: Arc::new(readers),
+            };
+            (pool, Backend::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            (Pool::Postgres(pool), Backend::Postgres)
         } else {
             return Err(StoreError::invalid(
                 "bad_database_url",
                 "the database URL must start with sqlite: or postgres:",
             ));
         };
-        let pool = match backend {
-            Backend::Sqlite => {
-                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                                 PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&url)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
-                    .await?
-            }
-        };
-        let store = Store {
-            pool,
-            backend,
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
-            time_zones: Arc::default(),
-        };
+        let store = Store { pool, backend, time_zones: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Runs the migrations that have not run yet.
+    /// Runs the migrations that have not run yet, all in one transaction (on PostgreSQL
+    /// under an advisory lock, so nodes starting together migrate once).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        let (migrations, legacy) = match self.backend {
+            Backend::Sqlite => {
+                (SQLITE_MIGRATIONS, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            }
+            Backend::Postgres => (
+                POSTGRES_MIGRATIONS,
+                "SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT) AS name WHERE to_regclass('_sqlx_migrations') IS NOT NULL",
+            ),
+        };
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            query("SELECT CAST(pg_advisory_xact_lock(7284) AS TEXT)").fetch_one(&mut *tx).await?;
         }
-        Ok(())
+        tx.batch(
+            "CREATE TABLE IF NOT EXISTS usher_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        // Databases made before Usher ran its own migrations carry sqlx's table: take its record.
+        if query(legacy).fetch_optional(&mut *tx).await?.is_some() {
+            query(
+                "INSERT INTO usher_migrations (version, name, applied_at) SELECT version, description, 0 \
+                 FROM _sqlx_migrations WHERE success ON CONFLICT (version) DO NOTHING",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let applied: Vec<i64> = query("SELECT version FROM usher_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for &(version, name, sql) in migrations {
+            if applied.contains(&version) {
+                continue;
+            }
+            tracing::info!(version, name, "running migration");
+            tx.batch(sql).await.map_err(|e| StoreError::Migrate(format!("{version} {name}: {e}")))?;
+            query("INSERT INTO usher_migrations (version, name, applied_at) VALUES ($1, $2, 0)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(&newest) = applied.iter().max() {
+            if migrations.iter().all(|&(v, _, _)| v < newest) {
+                return Err(StoreError::Migrate(format!(
+                    "the database is at version {newest}, newer than this build of Usher knows"
+                )));
+            }
+        }
+        tx.commit().await
     }
 
     /// Which backend this is.
@@ -160,23 +388,27 @@ impl Store {
 
     /// Whether the database answers and is migrated (for `/readyz`).
     pub async fn ready(&self) -> bool {
-        sqlx::query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await.is_ok()
+        query("SELECT COUNT(*) FROM workspaces").fetch_one(&self.pool).await.is_ok()
     }
 
-    /// Closes the pool.
+    /// Closes the connections (PostgreSQL); SQLite's close when the last handle goes.
     pub async fn shutdown(&self) {
-        self.pool.close().await;
+        if let Pool::Postgres(pool) = &self.pool {
+            pool.close().await;
+        }
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once, so two
-    /// transactions never both read and then fight over the upgrade.
+    /// Starts a write transaction. On SQLite it takes the one writer connection and the
+    /// write lock at once (`BEGIN IMMEDIATE`), so no transaction ever reads and then fights
+    /// over the upgrade.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                let turn = self.write_lock.clone().lock_owned().await;
-                Tx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: Some(turn) }
+        Ok(match &self.pool {
+            Pool::Sqlite { writer, .. } => {
+                let conn = writer.clone().lock_owned().await;
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                Tx { conn: TxConn::Sqlite(SqliteTx { conn, open: true }) }
             }
-            Backend::Postgres => Tx { tx: self.pool.begin().await?, _turn: None },
+            Pool::Postgres(pool) => Tx { conn: TxConn::Postgres(pool.begin().await?) },
         })
     }
 
@@ -202,7 +434,7 @@ pub(crate) async fn append_events(
     }
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let last: i64 =
-        sqlx::query("UPDATE workspaces SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq")
+        query("UPDATE workspaces SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq")
             .bind(n)
             .bind(workspace)
             .fetch_one(&mut **tx)
@@ -231,10 +463,10 @@ pub(crate) async fn append_events(
                 p + 8
             ));
         }
-        let mut query = sqlx::query(&sql);
+        let mut q = query(&sql);
         for (i, e) in chunk.iter().enumerate() {
             let seq = last - n + 1 + i64::try_from(ci * 64 + i).unwrap_or(0);
-            query = query
+            q = q
                 .bind(workspace)
                 .bind(seq)
                 .bind(e.kind)
@@ -244,19 +476,19 @@ pub(crate) async fn append_events(
                 .bind(e.team)
                 .bind(e.data.to_string());
         }
-        query.execute(&mut **tx).await?;
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
 /// Reads a column that holds JSON text.
-pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &Row, col: &str) -> Result<T, StoreError> {
     let text: String = row.try_get(col)?;
     Ok(serde_json::from_str(&text)?)
 }
 
 /// Reads a non-negative integer column into a u32.
-pub(crate) fn u32_col(row: &AnyRow, col: &str) -> Result<u32, StoreError> {
+pub(crate) fn u32_col(row: &Row, col: &str) -> Result<u32, StoreError> {
     let v: i64 = row.try_get(col)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v} is out of range")))
 }

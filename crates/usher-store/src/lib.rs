@@ -6,11 +6,14 @@
 //! share one PostgreSQL.
 //!
 //! ## Two backends, one implementation
-//! SQLite (embedded, WAL, the default) and PostgreSQL (several nodes) are reached through
-//! sqlx's `Any` driver with portable SQL (`$1` placeholders, `RETURNING`, row values). The
-//! few real differences are in [`Backend`]: how a write transaction starts (SQLite takes the
-//! single write lock up front with `BEGIN IMMEDIATE`) and whether rows are locked with
-//! `FOR UPDATE` (PostgreSQL). Each backend has its own migrations folder, run on connect.
+//! SQLite (embedded, WAL, the default) and PostgreSQL (several nodes) run the same commands,
+//! written once in portable SQL (`$1` placeholders, `RETURNING`, row values) against the
+//! small executor of `sql.rs`: SQLite through `rusqlite`, synchronously on the one writer
+//! connection (a statement is microseconds of CPU, so it runs where it is issued), PostgreSQL
+//! through sqlx's native driver. The few real differences are in [`Backend`]: how a write
+//! transaction starts (SQLite takes the single write lock up front with `BEGIN IMMEDIATE`)
+//! and whether rows are locked with `FOR UPDATE` (PostgreSQL). Each backend has its own
+//! migrations folder, run on connect.
 //!
 //! ## Serializing decisions
 //! Every command is one transaction. A routing command locks, in this order, the rows of the
@@ -33,6 +36,7 @@ pub mod bench;
 mod db;
 mod error;
 mod routing;
+mod sql;
 pub mod stats;
 pub mod types;
 
@@ -61,9 +65,4 @@ pub mod limits {
     pub const LIST_LEN: usize = 64;
     /// The longest first message stored with a conversation, in bytes.
     pub const MESSAGE_LEN: usize = 16_384;
-}
-
-/// The driver's error type, for callers that classify database failures (e.g. "unavailable").
-pub mod sqlx_error {
-    pub use sqlx::Error;
 }

@@ -10,10 +10,9 @@
 use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
+use crate::sql::{query, Row};
 use crate::types::*;
 use serde_json::json;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use usher_core::clock::{local_day, parse_time_zone};
 use usher_core::decide::{decide, Decision, Outcome};
@@ -70,11 +69,11 @@ pub(crate) fn enum_str<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-fn status_of(row: &AnyRow) -> Result<Status, StoreError> {
+fn status_of(row: &Row) -> Result<Status, StoreError> {
     parse_enum(&row.try_get::<String, _>("status")?)
 }
 
-fn conv_row(row: &AnyRow) -> Result<ConvRow, StoreError> {
+fn conv_row(row: &Row) -> Result<ConvRow, StoreError> {
     let request: Option<AssignRequest> = json_col(row, "request")?;
     let state = CoreConversation {
         status: status_of(row)?,
@@ -91,7 +90,7 @@ fn conv_row(row: &AnyRow) -> Result<ConvRow, StoreError> {
     })
 }
 
-pub(crate) fn conversation_view(row: &AnyRow, place: Option<QueuePlace>) -> Result<Conversation, StoreError> {
+pub(crate) fn conversation_view(row: &Row, place: Option<QueuePlace>) -> Result<Conversation, StoreError> {
     let status = status_of(row)?;
     Ok(Conversation {
         id: row.try_get("id")?,
@@ -119,7 +118,7 @@ pub(crate) fn conversation_view(row: &AnyRow, place: Option<QueuePlace>) -> Resu
 }
 
 /// Converts an agent row into the core's agent (teams filled in later).
-pub(crate) fn core_agent(row: &AnyRow) -> Result<CoreAgent, StoreError> {
+pub(crate) fn core_agent(row: &Row) -> Result<CoreAgent, StoreError> {
     let caps: BTreeMap<Channel, u32> = json_col(row, "channel_caps")?;
     let mut channel_caps = PerChannel([None; 12]);
     for (c, cap) in caps {
@@ -202,7 +201,7 @@ impl Store {
         if let Some(tz) = known {
             return Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) });
         }
-        let row = sqlx::query("SELECT time_zone FROM workspaces WHERE id = $1")
+        let row = query("SELECT time_zone FROM workspaces WHERE id = $1")
             .bind(ws)
             .fetch_optional(&mut **tx)
             .await?
@@ -232,7 +231,7 @@ impl Store {
             let sql = format!(
                 "SELECT id, strategy, only_online, rotation, when_nobody FROM teams WHERE id = $1 AND workspace_id = $2{lock}"
             );
-            let Some(row) = sqlx::query(&sql).bind(id).bind(ws).fetch_optional(&mut **tx).await? else {
+            let Some(row) = query(&sql).bind(id).bind(ws).fetch_optional(&mut **tx).await? else {
                 return Err(StoreError::not_found(format!("team {id}")));
             };
             when_nobody.insert(id, parse_enum(&row.try_get::<String, _>("when_nobody")?)?);
@@ -262,7 +261,7 @@ impl Store {
             );
             let mut seen = BTreeSet::new();
             for sql in [team_sql, agent_sql] {
-                for row in sqlx::query(&sql).fetch_all(&mut **tx).await? {
+                for row in query(&sql).fetch_all(&mut **tx).await? {
                     let request: AssignRequest = json_col(&row, "request")?;
                     if let Target::Agent { agent, .. } = request.target {
                         extra.insert(agent.0);
@@ -292,7 +291,7 @@ impl Store {
         );
         let mut agents = Vec::new();
         let mut names = BTreeMap::new();
-        for row in sqlx::query(&sql).bind(ws).fetch_all(&mut **tx).await? {
+        for row in query(&sql).bind(ws).fetch_all(&mut **tx).await? {
             let mut agent = core_agent(&row)?;
             let member_of: Option<String> = row.try_get("member_of")?;
             agent.teams = member_of
@@ -319,7 +318,7 @@ impl Store {
             if before.agent(a.id) == Some(a) {
                 continue;
             }
-            sqlx::query(
+            query(
                 "UPDATE agents SET open_count = $1, open_by_channel = $2, received_day = $3, \
                  received_count = $4, last_assigned_at = $5 WHERE id = $6",
             )
@@ -334,7 +333,7 @@ impl Store {
         }
         for t in after.teams() {
             if before.team(t.id).map(|b| &b.rotation) != Some(&t.rotation) {
-                sqlx::query("UPDATE teams SET rotation = $1 WHERE id = $2")
+                query("UPDATE teams SET rotation = $1 WHERE id = $2")
                     .bind(serde_json::to_string(&t.rotation)?)
                     .bind(t.id.0)
                     .execute(&mut **tx)
@@ -360,7 +359,7 @@ impl Store {
             Outcome::Queued { reserved_for, .. } => ("queued", None, reserved_for.map(|a| a.0)),
             Outcome::Unassigned => ("unassigned", None, None),
         };
-        sqlx::query(
+        query(
             "UPDATE conversations SET status = $1, assignee_id = $2, \
              last_assignee_id = COALESCE($3, last_assignee_id), reserved_for = $4, request = $5, \
              assigned_at = CASE WHEN $6 = 1 THEN $7 ELSE assigned_at END, updated_at = $8 WHERE id = $9",
@@ -377,7 +376,7 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if let Some(agent) = assignee {
-            sqlx::query(
+            query(
                 "UPDATE contacts SET last_agent_id = $1 WHERE id = (SELECT contact_id FROM conversations WHERE id = $2)",
             )
             .bind(agent)
@@ -388,7 +387,7 @@ impl Store {
         let explanation = decision
             .trace
             .explain(|a| work.names.get(&a.0).cloned().unwrap_or_else(|| format!("agent {}", a.0)));
-        sqlx::query(
+        query(
             "INSERT INTO decisions (workspace_id, conversation_id, at, outcome, agent_id, explanation, trace) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -462,7 +461,7 @@ impl Store {
     /// Records that an agent let go of a conversation of `team` (for the release rate).
     async fn record_release(&self, tx: &mut Tx, team: Option<TeamId>, now: Millis) -> Result<(), StoreError> {
         let Some(team) = team else { return Ok(()) };
-        sqlx::query("INSERT INTO releases (team_id, at) VALUES ($1, $2)")
+        query("INSERT INTO releases (team_id, at) VALUES ($1, $2)")
             .bind(team.0)
             .bind(now)
             .execute(&mut **tx)
@@ -473,7 +472,7 @@ impl Store {
             return Ok(());
         }
         let horizon = now - i64::from(limits::RELEASE_WINDOW_SECONDS) * 1000 * 4;
-        sqlx::query("DELETE FROM releases WHERE team_id = $1 AND at < $2")
+        query("DELETE FROM releases WHERE team_id = $1 AND at < $2")
             .bind(team.0)
             .bind(horizon)
             .execute(&mut **tx)
@@ -484,19 +483,19 @@ impl Store {
     /// The throughput figures behind a team's wait estimate.
     pub(crate) async fn throughput(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut crate::db::ReaderConn,
         team: i64,
         now: Millis,
     ) -> Result<Throughput, StoreError> {
         let window = limits::RELEASE_WINDOW_SECONDS;
         let since = now - i64::from(window) * 1000;
-        let releases: i64 = sqlx::query("SELECT COUNT(*) FROM releases WHERE team_id = $1 AND at > $2")
+        let releases: i64 = query("SELECT COUNT(*) FROM releases WHERE team_id = $1 AND at > $2")
             .bind(team)
             .bind(since)
             .fetch_one(&mut *conn)
             .await?
             .try_get(0)?;
-        let row = sqlx::query(
+        let row = query(
             "SELECT t.default_handle_seconds, t.only_online, \
              (SELECT CAST(COALESCE(SUM(a.max_open), 0) AS BIGINT) FROM agents a JOIN team_members m ON m.agent_id = a.id \
               WHERE m.team_id = t.id AND a.status = 'online') AS online_slots, \
@@ -521,11 +520,11 @@ impl Store {
     /// A queued conversation's position and estimate.
     pub(crate) async fn queue_place(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut crate::db::ReaderConn,
         id: i64,
         now: Millis,
     ) -> Result<Option<QueuePlace>, StoreError> {
-        let Some(row) = sqlx::query(
+        let Some(row) = query(
             "SELECT team_id, reserved_for, priority_rank, queued_at, status FROM conversations WHERE id = $1",
         )
         .bind(id)
@@ -550,7 +549,7 @@ impl Store {
             "SELECT COUNT(*) FROM conversations WHERE status = 'queued' AND {col} = $1 \
              AND (priority_rank < $2 OR (priority_rank = $3 AND (queued_at < $4 OR (queued_at = $5 AND id < $6))))"
         );
-        let ahead: i64 = sqlx::query(&sql)
+        let ahead: i64 = query(&sql)
             .bind(key)
             .bind(rank)
             .bind(rank)
@@ -575,7 +574,7 @@ impl Store {
             "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id \
              WHERE c.id = $1 AND c.workspace_id = $2"
         );
-        let row = sqlx::query(&sql)
+        let row = query(&sql)
             .bind(id)
             .bind(ws)
             .fetch_optional(&mut *conn)
@@ -606,7 +605,7 @@ impl Store {
             "SELECT {CONV_COLUMNS} FROM conversations c JOIN contacts k ON k.id = c.contact_id \
              WHERE c.id = $1 AND c.workspace_id = $2{lock}"
         );
-        let row = sqlx::query(&sql)
+        let row = query(&sql)
             .bind(id)
             .bind(ws)
             .fetch_optional(&mut **tx)
@@ -617,11 +616,11 @@ impl Store {
 
     /// The teams an agent belongs to.
     pub(crate) async fn agent_teams(&self, tx: &mut Tx, agent: i64) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query("SELECT team_id FROM team_members WHERE agent_id = $1 ORDER BY team_id")
+        let rows = query("SELECT team_id FROM team_members WHERE agent_id = $1 ORDER BY team_id")
             .bind(agent)
             .fetch_all(&mut **tx)
             .await?;
-        rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from)).collect()
+        rows.iter().map(|r| r.try_get::<i64, _>(0)).collect()
     }
 
     /// Opens a conversation and routes it at once. With an idempotency key, a retry returns
@@ -651,7 +650,7 @@ impl Store {
         if let Some(key) = key {
             // The request's fingerprint: the same key must come with the same request.
             let fingerprint = crate::admin::hash_token(&format!("{new:?}"));
-            let claimed = sqlx::query(
+            let claimed = query(
                 "INSERT INTO idempotency (workspace_id, key, conversation_id, created_at, fingerprint) \
                  VALUES ($1, $2, 0, $3, $4) ON CONFLICT (workspace_id, key) DO NOTHING RETURNING key",
             )
@@ -662,7 +661,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if claimed.is_none() {
-                let row = sqlx::query(
+                let row = query(
                     "SELECT conversation_id, fingerprint FROM idempotency WHERE workspace_id = $1 AND key = $2",
                 )
                 .bind(ws)
@@ -686,7 +685,7 @@ impl Store {
             scope.teams.insert(team);
         }
         if let Some(agent) = new.agent {
-            let exists = sqlx::query("SELECT id FROM agents WHERE id = $1 AND workspace_id = $2")
+            let exists = query("SELECT id FROM agents WHERE id = $1 AND workspace_id = $2")
                 .bind(agent)
                 .bind(ws)
                 .fetch_optional(&mut *tx)
@@ -700,7 +699,7 @@ impl Store {
         let channel = enum_str(&new.channel);
         let tags = serde_json::to_string(&new.contact.tags)?;
         // One statement finds or creates the contact and refreshes what the channel told us.
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (workspace_id, channel, external_id) DO UPDATE SET \
@@ -731,7 +730,7 @@ impl Store {
             (None, Some(team)) => policies.get(&team).copied().unwrap_or_default(),
             (None, None) => WhenNobody::LeaveUnassigned,
         };
-        let id: i64 = sqlx::query(
+        let id: i64 = query(
             "INSERT INTO conversations (workspace_id, contact_id, channel, team_id, status, priority, priority_rank, \
              queued_at, request, message, opened_at, updated_at) \
              VALUES ($1, $2, $3, $4, 'unassigned', $5, $6, $7, 'null', $8, $9, $10) RETURNING id",
@@ -750,7 +749,7 @@ impl Store {
         .await?
         .try_get(0)?;
         if let Some(key) = key {
-            sqlx::query("UPDATE idempotency SET conversation_id = $1 WHERE workspace_id = $2 AND key = $3")
+            query("UPDATE idempotency SET conversation_id = $1 WHERE workspace_id = $2 AND key = $3")
                 .bind(id)
                 .bind(ws)
                 .bind(key)
@@ -868,7 +867,7 @@ impl Store {
         if change.after != conv.state {
             let assigned_at = change.assigned.map(|_| now);
             let reserved = if change.after.status == Status::Queued { conv.reserved_for } else { None };
-            sqlx::query(
+            query(
                 "UPDATE conversations SET status = $1, assignee_id = $2, last_assignee_id = $3, team_id = $4, \
                  reserved_for = $5, assigned_at = COALESCE($6, assigned_at), \
                  closed_at = CASE WHEN $7 = 'closed' THEN $8 ELSE closed_at END, updated_at = $9 WHERE id = $10",
@@ -886,7 +885,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if let Some(agent) = change.assigned {
-                sqlx::query(
+                query(
                     "UPDATE contacts SET last_agent_id = $1 WHERE id = (SELECT contact_id FROM conversations WHERE id = $2)",
                 )
                 .bind(agent.0)
@@ -1013,7 +1012,7 @@ impl Store {
         if change.released.is_some() {
             self.record_release(&mut tx, conv.state.team, now).await?;
         }
-        sqlx::query(
+        query(
             "UPDATE conversations SET status = 'unassigned', assignee_id = NULL, team_id = $1, reserved_for = NULL, \
              queued_at = $2, closed_at = NULL, updated_at = $3 WHERE id = $4",
         )
@@ -1120,7 +1119,7 @@ impl Store {
 
     /// The decisions taken for a conversation, oldest first.
     pub async fn trace(&self, ws: i64, id: i64) -> Result<Vec<DecisionRecord>, StoreError> {
-        let exists = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND workspace_id = $2")
+        let exists = query("SELECT id FROM conversations WHERE id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&self.pool)
@@ -1128,7 +1127,7 @@ impl Store {
         if exists.is_none() {
             return Err(StoreError::not_found(format!("conversation {id}")));
         }
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT at, outcome, agent_id, explanation, trace FROM decisions WHERE conversation_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -1150,7 +1149,7 @@ impl Store {
     /// A team's queue in serving order, with positions and estimates.
     pub async fn team_queue(&self, ws: i64, team: i64, now: Millis) -> Result<TeamQueue, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let exists = sqlx::query("SELECT id FROM teams WHERE id = $1 AND workspace_id = $2")
+        let exists = query("SELECT id FROM teams WHERE id = $1 AND workspace_id = $2")
             .bind(team)
             .bind(ws)
             .fetch_optional(&mut *conn)
@@ -1164,7 +1163,7 @@ impl Store {
              ORDER BY priority_rank, queued_at, id LIMIT {}",
             limits::QUEUE_PAGE
         );
-        let rows = sqlx::query(&sql).bind(team).fetch_all(&mut *conn).await?;
+        let rows = query(&sql).bind(team).fetch_all(&mut *conn).await?;
         let mut waiting = Vec::with_capacity(rows.len());
         for (i, r) in rows.iter().enumerate() {
             let position = u32::try_from(i + 1).unwrap_or(u32::MAX);
@@ -1212,7 +1211,7 @@ impl Store {
             ));
         }
         sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
-        let rows = sqlx::query(&sql).bind(ws).bind(f.after.unwrap_or(0)).fetch_all(&self.pool).await?;
+        let rows = query(&sql).bind(ws).bind(f.after.unwrap_or(0)).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut conn = self.pool.acquire().await?;
         for r in &rows {
@@ -1234,7 +1233,7 @@ impl Store {
             "SELECT seq, kind, at, conversation_id, agent_id, team_id, data FROM events \
              WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}"
         );
-        let rows = sqlx::query(&sql).bind(ws).bind(after).fetch_all(&self.pool).await?;
+        let rows = query(&sql).bind(ws).bind(after).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(Event {
@@ -1253,7 +1252,7 @@ impl Store {
     /// Recounts every agent's open conversations from the conversations table and reports
     /// counters that disagree (none, when the store is correct).
     pub async fn audit_counters(&self, ws: i64) -> Result<Vec<CounterMismatch>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT a.id, a.open_count, a.open_by_channel, \
              (SELECT COUNT(*) FROM conversations c WHERE c.assignee_id = a.id AND c.status = 'assigned') AS actual \
              FROM agents a WHERE a.workspace_id = $1 ORDER BY a.id",
@@ -1279,7 +1278,7 @@ impl Store {
                 });
             }
         }
-        let held = sqlx::query(
+        let held = query(
             "SELECT COUNT(*) FROM conversations WHERE workspace_id = $1 AND ((status = 'assigned') <> (assignee_id IS NOT NULL))",
         )
         .bind(ws)
