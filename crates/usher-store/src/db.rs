@@ -3,6 +3,7 @@
 use crate::error::StoreError;
 use crate::sql::{query, Row};
 use crate::types::Millis;
+use crate::writer::{Writer, WriterTx};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ pub(crate) enum Pool {
     /// SQLite has one writer: one connection, taken in turn (writers queue on the mutex, in
     /// the process, never in SQLite's sleeping busy handler), and a few readers beside it
     /// (WAL lets them read while the writer writes).
-    Sqlite { writer: Arc<tokio::sync::Mutex<rusqlite::Connection>>, readers: Arc<Readers> },
+    /// Commands share commits when they queue (group commit, `writer.rs`).
+    Sqlite { writer: Arc<Writer>, readers: Arc<Readers> },
     /// PostgreSQL: a pool of connections, each transaction on one.
     Postgres(PgPool),
 }
@@ -80,6 +82,30 @@ fn open_sqlite(path: &std::path::Path, writer: bool) -> Result<rusqlite::Connect
         conn.execute_batch("PRAGMA query_only = 1;")?;
     }
     Ok(conn)
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts the thread that checkpoints the WAL in the background (`PASSIVE`: it never takes
+/// the write lock, so the writer never waits for it). It ends when the store is gone.
+fn spawn_checkpointer(
+    path: &std::path::Path,
+    writer: std::sync::Weak<Writer>,
+) -> Result<(), StoreError> {
+    let conn = open_sqlite(path, true)?;
+    std::thread::Builder::new()
+        .name("usher-checkpoint".into())
+        .spawn(move || {
+            while writer.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "background checkpoint failed; the writer's own will run");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 /// A read connection, returned to the pool when dropped.
@@ -154,60 +180,36 @@ pub(crate) struct Tx {
 
 /// The connection inside a [`Tx`].
 pub(crate) enum TxConn {
-    Sqlite(SqliteTx),
+    Sqlite(WriterTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     /// Committed (PostgreSQL's transaction was consumed).
     Done,
-}
-
-/// The SQLite writer connection inside `BEGIN IMMEDIATE`; rolls back when dropped open.
-pub(crate) struct SqliteTx {
-    conn: tokio::sync::OwnedMutexGuard<rusqlite::Connection>,
-    open: bool,
-}
-
-impl SqliteTx {
-    pub(crate) fn conn(&self) -> &rusqlite::Connection {
-        &self.conn
-    }
-}
-
-impl Drop for SqliteTx {
-    fn drop(&mut self) {
-        if self.open {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
 }
 
 impl Tx {
     /// Commits.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         match std::mem::replace(&mut self.conn, TxConn::Done) {
-            TxConn::Sqlite(mut tx) => {
-                // A failed COMMIT leaves the transaction open: the drop then rolls it back
-                // before the next writer takes the connection.
-                tx.conn.execute_batch("COMMIT")?;
-                tx.open = false;
-                Ok(())
-            }
+            TxConn::Sqlite(tx) => tx.commit().await,
             TxConn::Postgres(tx) => Ok(tx.commit().await?),
             TxConn::Done => Ok(()),
         }
     }
 
-    /// Rolls back (dropping the transaction does the same).
+    /// Rolls back (dropping the transaction does the same, but answers at once: call this
+    /// when the caller goes on to answer with what the transaction read).
     pub(crate) async fn rollback(self) -> Result<(), StoreError> {
         match self.conn {
             TxConn::Postgres(tx) => Ok(tx.rollback().await?),
-            TxConn::Sqlite(_) | TxConn::Done => Ok(()),
+            TxConn::Sqlite(tx) => tx.rollback().await,
+            TxConn::Done => Ok(()),
         }
     }
 
     /// Runs several statements of SQL text with no parameters (migrations).
     pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         match &mut self.conn {
-            TxConn::Sqlite(tx) => Ok(tx.conn.execute_batch(sql)?),
+            TxConn::Sqlite(tx) => Ok(tx.conn()?.execute_batch(sql)?),
             TxConn::Postgres(tx) => {
                 // A plain string goes by the simple protocol, which takes several statements.
                 sqlx::Executor::execute(&mut **tx, sql).await?;
@@ -238,12 +240,14 @@ pub(crate) struct PendingEvent {
     pub conversation: Option<i64>,
     pub agent: Option<i64>,
     pub team: Option<i64>,
+    /// The decision this event reports; its explanation and trace are read from there.
+    pub decision: Option<i64>,
     pub data: serde_json::Value,
 }
 
 impl PendingEvent {
     pub fn new(kind: &'static str) -> PendingEvent {
-        PendingEvent { kind, conversation: None, agent: None, team: None, data: serde_json::Value::Null }
+        PendingEvent { kind, conversation: None, agent: None, team: None, decision: None, data: serde_json::Value::Null }
     }
     pub fn conversation(mut self, id: i64) -> Self {
         self.conversation = Some(id);
@@ -257,6 +261,10 @@ impl PendingEvent {
         self.team = id;
         self
     }
+    pub fn decision(mut self, id: i64) -> Self {
+        self.decision = Some(id);
+        self
+    }
     pub fn data(mut self, data: serde_json::Value) -> Self {
         self.data = data;
         self
@@ -268,11 +276,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "contact_attributes", include_str!("../migrations/sqlite/0002_contact_attributes.sql")),
     (3, "idempotency_fingerprint", include_str!("../migrations/sqlite/0003_idempotency_fingerprint.sql")),
+    (4, "event_decision", include_str!("../migrations/sqlite/0004_event_decision.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "contact_attributes", include_str!("../migrations/postgres/0002_contact_attributes.sql")),
     (3, "idempotency_fingerprint", include_str!("../migrations/postgres/0003_idempotency_fingerprint.sql")),
+    (4, "event_decision", include_str!("../migrations/postgres/0004_event_decision.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).
@@ -300,10 +310,13 @@ impl Store {
                 idle: std::sync::Mutex::new(Vec::new()),
                 permits: Arc::new(tokio::sync::Semaphore::new(SQLITE_READERS)),
             };
-            let pool = Pool::Sqlite {
-                writer: Arc::new(tokio::sync::Mutex::new(writer)),
-                readers: Arc::new(readers),
-            };
+            // Checkpoints (copying the WAL back into the database file, with an fsync) run on a
+            // thread of their own, so no command waits for one inside its COMMIT; the writer's
+            // own automatic checkpoint stays as a backstop for a WAL that grows regardless.
+            writer.execute_batch("PRAGMA wal_autocheckpoint = 10000;")?;
+            let writer = Arc::new(Writer::new(writer));
+            spawn_checkpointer(&readers.path, Arc::downgrade(&writer))?;
+            let pool = Pool::Sqlite { writer, readers: Arc::new(readers) };
             (pool, Backend::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
@@ -403,11 +416,7 @@ impl Store {
     /// over the upgrade.
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pool {
-            Pool::Sqlite { writer, .. } => {
-                let conn = writer.clone().lock_owned().await;
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-                Tx { conn: TxConn::Sqlite(SqliteTx { conn, open: true }) }
-            }
+            Pool::Sqlite { writer, .. } => Tx { conn: TxConn::Sqlite(writer.begin().await?) },
             Pool::Postgres(pool) => Tx { conn: TxConn::Postgres(pool.begin().await?) },
         })
     }
@@ -444,15 +453,15 @@ pub(crate) async fn append_events(
     // command pays one round trip for its events.
     for (ci, chunk) in events.chunks(64).enumerate() {
         let mut sql = String::from(
-            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, data) VALUES ",
+            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, decision_id, data) VALUES ",
         );
         for i in 0..chunk.len() {
-            let p = i * 8;
+            let p = i * 9;
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                 p + 1,
                 p + 2,
                 p + 3,
@@ -460,7 +469,8 @@ pub(crate) async fn append_events(
                 p + 5,
                 p + 6,
                 p + 7,
-                p + 8
+                p + 8,
+                p + 9
             ));
         }
         let mut q = query(&sql);
@@ -474,6 +484,7 @@ pub(crate) async fn append_events(
                 .bind(e.conversation)
                 .bind(e.agent)
                 .bind(e.team)
+                .bind(e.decision)
                 .bind(e.data.to_string());
         }
         q.execute(&mut **tx).await?;

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// SQLite could not commit the group of commands this one belonged to; nothing of it
+    /// was kept.
+    #[error("commit failed: {0}")]
+    Commit(String),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(String),

@@ -39,6 +39,7 @@ mod routing;
 mod sql;
 pub mod stats;
 pub mod types;
+mod writer;
 
 pub use db::{Backend, Store};
 pub use error::StoreError;

@@ -387,9 +387,9 @@ impl Store {
         let explanation = decision
             .trace
             .explain(|a| work.names.get(&a.0).cloned().unwrap_or_else(|| format!("agent {}", a.0)));
-        query(
+        let decision_id: i64 = query(
             "INSERT INTO decisions (workspace_id, conversation_id, at, outcome, agent_id, explanation, trace) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(ws)
         .bind(conversation)
@@ -398,8 +398,9 @@ impl Store {
         .bind(assignee)
         .bind(&explanation)
         .bind(serde_json::to_string(&decision.trace)?)
-        .execute(&mut **tx)
-        .await?;
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
         let strategy = match decision
             .trace
             .attempts
@@ -430,7 +431,7 @@ impl Store {
                 .conversation(conversation)
                 .agent(assignee.or(reserved))
                 .team(request.team().map(|t| t.0))
-                .data(json!({ "explanation": explanation, "trace": decision.trace })),
+                .decision(decision_id),
         );
         Ok(())
     }
@@ -1226,16 +1227,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Events after `after`, oldest first, at most `limit` (capped).
+    /// Events after `after`, oldest first, at most `limit` (capped). An event that reports a
+    /// decision carries its explanation and trace in `data`, joined from the decision.
     pub async fn events(&self, ws: i64, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let limit = limit.clamp(1, limits::EVENTS_PAGE);
         let sql = format!(
-            "SELECT seq, kind, at, conversation_id, agent_id, team_id, data FROM events \
-             WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}"
+            "SELECT e.seq, e.kind, e.at, e.conversation_id, e.agent_id, e.team_id, e.data, \
+             d.explanation AS decision_explanation, d.trace AS decision_trace FROM events e \
+             LEFT JOIN decisions d ON d.id = e.decision_id \
+             WHERE e.workspace_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT {limit}"
         );
         let rows = query(&sql).bind(ws).bind(after).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
+                let mut data: serde_json::Value = json_col(r, "data")?;
+                if let Some(explanation) = r.try_get::<Option<String>, _>("decision_explanation")? {
+                    let trace: serde_json::Value = json_col(r, "decision_trace")?;
+                    data = json!({ "explanation": explanation, "trace": trace });
+                }
                 Ok(Event {
                     seq: r.try_get("seq")?,
                     kind: r.try_get("kind")?,
@@ -1243,7 +1252,7 @@ impl Store {
                     conversation: r.try_get("conversation_id")?,
                     agent: r.try_get("agent_id")?,
                     team: r.try_get("team_id")?,
-                    data: json_col(r, "data")?,
+                    data,
                 })
             })
             .collect()

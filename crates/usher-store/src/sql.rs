@@ -246,7 +246,7 @@ impl<'a> From<&'a Pool> for Exec<'a> {
 /// any pooled connection (PostgreSQL), committed at once.
 async fn run(e: Exec<'_>, q: Query) -> Result<Vec<Row>, StoreError> {
     match e {
-        Exec::Tx(TxConn::Sqlite(tx)) => run_sqlite(tx.conn(), &q),
+        Exec::Tx(TxConn::Sqlite(tx)) => run_sqlite(tx.conn()?, &q),
         Exec::Tx(TxConn::Postgres(tx)) => run_pg(&mut **tx, q).await,
         Exec::Tx(TxConn::Done) => Err(StoreError::Corrupt("transaction already committed".into())),
         Exec::Reader(ReaderConn::Sqlite { conn: Some(c), .. }) => run_sqlite(c, &q),
@@ -254,7 +254,12 @@ async fn run(e: Exec<'_>, q: Query) -> Result<Vec<Row>, StoreError> {
             Err(StoreError::Corrupt("reader already returned".into()))
         }
         Exec::Reader(ReaderConn::Postgres(c)) => run_pg(&mut **c, q).await,
-        Exec::Pool(Pool::Sqlite { writer, .. }) if !q.is_read() => run_sqlite(&*writer.lock().await, &q),
+        Exec::Pool(Pool::Sqlite { writer, .. }) if !q.is_read() => {
+            let tx = writer.begin().await?;
+            let rows = run_sqlite(tx.conn()?, &q)?;
+            tx.commit().await?;
+            Ok(rows)
+        }
         Exec::Pool(pool @ Pool::Sqlite { .. }) => match &*pool.acquire().await? {
             ReaderConn::Sqlite { conn: Some(c), .. } => run_sqlite(c, &q),
             _ => Err(StoreError::Corrupt("no SQLite reader".into())),

@@ -204,6 +204,7 @@ where
     std::fs::create_dir_all(&dir).expect("temporary directory");
     let url = format!("sqlite://{}", dir.join("usher.db").display());
     let store = Store::connect(&url).await.expect("connect to SQLite");
+    sqlx::any::install_default_drivers();
     let raw = AnyPoolOptions::new()
         .max_connections(2)
         .connect(&format!("{url}?mode=rw"))
