@@ -72,10 +72,11 @@ fn open_sqlite(path: &std::path::Path, writer: bool) -> Result<rusqlite::Connect
     conn.busy_timeout(Duration::from_secs(10))?;
     // WAL: readers never block the writer nor it them. synchronous = NORMAL: a commit is
     // durable against a process crash at once and against power loss at the next checkpoint
-    // (README, "Durability").
+    // (README, "Durability"). temp_store = MEMORY keeps each command's savepoint journal
+    // (group commit, writer.rs) in memory instead of a temporary file.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-         PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000;",
+         PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;",
     )?;
     if !writer {
         // A reader that was handed a write by mistake fails loudly instead of racing the writer.

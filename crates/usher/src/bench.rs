@@ -26,9 +26,13 @@ pub struct BenchArgs {
     /// Concurrent clients, each with its own manager token.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Agents in the benchmark team.
+    /// Agents in each benchmark team.
     #[arg(long, default_value_t = 50)]
     agents: usize,
+    /// Benchmark teams; conversation i goes to team i mod N. One team serializes every
+    /// decision on that team's lock; several show how the store scales across teams.
+    #[arg(long, default_value_t = 1)]
+    teams: usize,
     /// Strategy of the benchmark team.
     #[arg(long, default_value = "least_open")]
     strategy: String,
@@ -99,30 +103,36 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         base: args.url.trim_end_matches('/').to_string(),
     });
     let stamp = usher_server::now_millis();
-    let team = client
-        .call(
-            &args.token,
-            reqwest::Method::POST,
-            "/v1/teams",
-            Some(json!({
-                "name": format!("bench-{stamp}"), "strategy": args.strategy, "when_nobody": "queue"
-            })),
-        )
-        .await?;
-    let team_id = team["id"].as_i64().context("team id")?;
-    for i in 0..args.agents {
-        client
+    let mut team_ids = Vec::new();
+    for t in 0..args.teams.max(1) {
+        let team = client
             .call(
                 &args.token,
                 reqwest::Method::POST,
-                "/v1/agents",
+                "/v1/teams",
                 Some(json!({
-                    "name": format!("bench agent {i}"), "email": format!("bench-{stamp}-{i}@bench.usher"),
-                    "teams": [team_id], "max_open": 10_000, "status": "online"
+                    "name": format!("bench-{stamp}-{t}"), "strategy": args.strategy, "when_nobody": "queue"
                 })),
             )
             .await?;
+        let team_id = team["id"].as_i64().context("team id")?;
+        team_ids.push(team_id);
+        for i in 0..args.agents {
+            client
+                .call(
+                    &args.token,
+                    reqwest::Method::POST,
+                    "/v1/agents",
+                    Some(json!({
+                        "name": format!("bench agent {t}.{i}"),
+                        "email": format!("bench-{stamp}-{t}-{i}@bench.usher"),
+                        "teams": [team_id], "max_open": 10_000, "status": "online"
+                    })),
+                )
+                .await?;
+        }
     }
+    let team_ids = Arc::new(team_ids);
     let mut tokens = Vec::new();
     for _ in 0..args.concurrency {
         let t = client
@@ -131,8 +141,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         tokens.push(t["token"].as_str().context("token")?.to_string());
     }
     println!(
-        "usher bench: {} conversations, {} clients, team of {} agents ({}), server {}",
-        args.conversations, args.concurrency, args.agents, args.strategy, args.url
+        "usher bench: {} conversations, {} clients, {} team(s) of {} agents ({}), server {}",
+        args.conversations,
+        args.concurrency,
+        team_ids.len(),
+        args.agents,
+        args.strategy,
+        args.url
     );
     let next = Arc::new(Mutex::new(0usize));
     let started = Instant::now();
@@ -140,6 +155,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     for token in tokens {
         let client = client.clone();
         let next = next.clone();
+        let team_ids = team_ids.clone();
         let total = args.conversations;
         workers.push(tokio::spawn(async move {
             let mut opens = Vec::new();
@@ -154,6 +170,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     *n += 1;
                     *n
                 };
+                let team_id = team_ids[i % team_ids.len()];
                 let t0 = Instant::now();
                 let conv = client
                     .call(
