@@ -5,7 +5,7 @@
 use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
-use crate::routing::{enum_str, parse_enum};
+use crate::routing::{enum_str, parse_enum, Scope};
 use crate::sql::{query, Row};
 use crate::types::*;
 use rand::RngCore;
@@ -491,6 +491,11 @@ impl Store {
         if let Some(teams) = &patch.teams {
             self.check_teams(&mut tx, ws, teams).await?;
         }
+        // Lock the agent's teams, old and new, and their agents before writing the agent row:
+        // teams first, as every command does, so none can deadlock with this one.
+        let mut scope = Scope::of_agents(self, &mut tx, [id]).await?;
+        scope.teams.extend(patch.teams.iter().flatten().copied());
+        self.load(&mut tx, ws, &scope, false).await?;
         query(
             "UPDATE agents SET name = $1, max_open = $2, daily_limit = $3, weight = $4, skills = $5, languages = $6, \
              channel_caps = $7 WHERE id = $8 AND workspace_id = $9",
@@ -543,17 +548,27 @@ impl Store {
         now: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let row = query("SELECT status FROM agents WHERE id = $1 AND workspace_id = $2")
+        query("SELECT id FROM agents WHERE id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(ws)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::not_found(format!("agent {id}")))?;
-        let before: String = row.try_get(0)?;
-        if before == status.as_str() {
+        // Lock the agent's teams and their agents before writing the agent row (teams first,
+        // as every command does); the presence compared is the locked one, and the drain below
+        // works under these locks.
+        let scope = Scope::of_agents(self, &mut tx, [id]).await?;
+        let loaded = self.load(&mut tx, ws, &scope, false).await?;
+        let before = loaded
+            .snapshot
+            .agent(usher_core::model::AgentId(id))
+            .map(|a| a.presence)
+            .ok_or_else(|| StoreError::not_found(format!("agent {id}")))?;
+        if before == status {
             tx.rollback().await?;
             return Ok(());
         }
+        let before = before.as_str();
         query("UPDATE agents SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(id)

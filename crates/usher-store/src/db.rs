@@ -90,10 +90,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Starts the thread that checkpoints the WAL in the background (`PASSIVE`: it never takes
 /// the write lock, so the writer never waits for it). It ends when the store is gone.
-fn spawn_checkpointer(
-    path: &std::path::Path,
-    writer: std::sync::Weak<Writer>,
-) -> Result<(), StoreError> {
+fn spawn_checkpointer(path: &std::path::Path, writer: std::sync::Weak<Writer>) -> Result<(), StoreError> {
     let conn = open_sqlite(path, true)?;
     std::thread::Builder::new()
         .name("usher-checkpoint".into())
@@ -248,7 +245,14 @@ pub(crate) struct PendingEvent {
 
 impl PendingEvent {
     pub fn new(kind: &'static str) -> PendingEvent {
-        PendingEvent { kind, conversation: None, agent: None, team: None, decision: None, data: serde_json::Value::Null }
+        PendingEvent {
+            kind,
+            conversation: None,
+            agent: None,
+            team: None,
+            decision: None,
+            data: serde_json::Value::Null,
+        }
     }
     pub fn conversation(mut self, id: i64) -> Self {
         self.conversation = Some(id);
@@ -278,12 +282,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "contact_attributes", include_str!("../migrations/sqlite/0002_contact_attributes.sql")),
     (3, "idempotency_fingerprint", include_str!("../migrations/sqlite/0003_idempotency_fingerprint.sql")),
     (4, "event_decision", include_str!("../migrations/sqlite/0004_event_decision.sql")),
+    (5, "named_agents", include_str!("../migrations/sqlite/0005_named_agents.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "contact_attributes", include_str!("../migrations/postgres/0002_contact_attributes.sql")),
     (3, "idempotency_fingerprint", include_str!("../migrations/postgres/0003_idempotency_fingerprint.sql")),
     (4, "event_decision", include_str!("../migrations/postgres/0004_event_decision.sql")),
+    (5, "named_agents", include_str!("../migrations/postgres/0005_named_agents.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).

@@ -35,10 +35,34 @@ pub(crate) struct Loaded {
 }
 
 /// Which teams and agents a command touches.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Scope {
     pub teams: BTreeSet<i64>,
     pub agents: BTreeSet<i64>,
+    /// Agents (among `agents`) whose capacity the command frees or adds, so every team they
+    /// belong to must be in `teams` (their queues are the ones to drain); [`Store::load`]
+    /// checks it under the locks.
+    pub freed: BTreeSet<i64>,
+}
+
+impl Scope {
+    /// The scope of a change to these agents' capacity: the agents and all their teams (read
+    /// without locks; [`Store::load`] checks them again under the locks).
+    pub(crate) async fn of_agents(
+        store: &Store,
+        tx: &mut Tx,
+        agents: impl IntoIterator<Item = i64>,
+    ) -> Result<Scope, StoreError> {
+        let mut scope = Scope::default();
+        for a in agents {
+            scope.agents.insert(a);
+            scope.freed.insert(a);
+            for t in store.agent_teams(tx, a).await? {
+                scope.teams.insert(t);
+            }
+        }
+        Ok(scope)
+    }
 }
 
 /// The routing columns of a conversation row.
@@ -214,9 +238,15 @@ impl Store {
         Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) })
     }
 
-    /// Locks the scope (teams ascending, then agents ascending) and loads it as a snapshot.
-    /// Queued conversations of the scope are loaded too when `with_queue` is set, and the
-    /// agents they name (dedicated, previous) join the snapshot.
+    /// Locks the scope and loads it as a snapshot: the teams (ascending), then their members
+    /// and the scope's agents (ascending, one query), and only then, under those locks, the
+    /// queues (each team's, and those waiting for a scope agent by name). Agents that queued
+    /// requests name join the snapshot last.
+    ///
+    /// What was read before the locks is checked after them: should a scope agent have
+    /// joined a team outside the scope, or a conversation naming a scope agent wait in a
+    /// team outside it, the command returns [`StoreError::Moved`] and runs again with the
+    /// wider scope.
     pub(crate) async fn load(
         &self,
         tx: &mut Tx,
@@ -225,6 +255,21 @@ impl Store {
         with_queue: bool,
     ) -> Result<Loaded, StoreError> {
         let lock = self.for_update();
+        let mut scope = scope.clone();
+        let named_agents = id_list(scope.agents.iter().copied());
+        if with_queue && !scope.agents.is_empty() {
+            // Teams whose queues hold conversations that name a scope agent (unlocked).
+            for col in ["reserved_for", "dedicated_id", "previous_id"] {
+                let sql = format!(
+                    "SELECT DISTINCT team_id FROM conversations WHERE status = 'queued' AND {col} IN ({named_agents})"
+                );
+                for row in query(&sql).fetch_all(&mut **tx).await? {
+                    if let Some(t) = row.try_get::<Option<i64>, _>(0)? {
+                        scope.teams.insert(t);
+                    }
+                }
+            }
+        }
         let mut teams = Vec::new();
         let mut when_nobody = BTreeMap::new();
         for &id in &scope.teams {
@@ -242,26 +287,43 @@ impl Store {
                 rotation: json_col::<Rotation>(&row, "rotation")?,
             });
         }
+        let team_list = id_list(scope.teams.iter().copied());
+        let mut agents = Vec::new();
+        let mut names = BTreeMap::new();
+        let member_rows = self.load_agents(tx, ws, &team_list, &named_agents).await?;
+        for (agent, name, teams_total) in member_rows {
+            if scope.freed.contains(&agent.id.0) && teams_total > agent.teams.len() {
+                // It joined a team after the scope was read: run again with that team.
+                return Err(StoreError::Moved);
+            }
+            names.insert(agent.id.0, name);
+            agents.push(agent);
+        }
         let mut queue = Vec::new();
-        let mut extra: BTreeSet<i64> = scope.agents.clone();
+        let mut extra: BTreeSet<i64> = BTreeSet::new();
         if with_queue && !(scope.teams.is_empty() && scope.agents.is_empty()) {
-            // One query per index (a team's queue, an agent's reserved queue): an OR across
-            // the two would make the planner scan every conversation of the workspace.
-            let team_sql = format!(
-                "SELECT request FROM conversations WHERE status = 'queued' AND team_id IN ({}) \
-                 ORDER BY priority_rank, queued_at, id LIMIT {}",
-                id_list(scope.teams.iter().copied()),
-                limits::DRAIN_BATCH
-            );
-            let agent_sql = format!(
-                "SELECT request FROM conversations WHERE status = 'queued' AND reserved_for IN ({}) \
-                 ORDER BY priority_rank, queued_at, id LIMIT {}",
-                id_list(scope.agents.iter().copied()),
-                limits::DRAIN_BATCH
-            );
+            // One query per index (a team's queue, an agent's reserved queue, the requests that
+            // name an agent): an OR across them would make the planner scan every conversation.
+            let queries = [
+                ("team_id", team_list.as_str()),
+                ("reserved_for", named_agents.as_str()),
+                ("dedicated_id", named_agents.as_str()),
+                ("previous_id", named_agents.as_str()),
+            ];
             let mut seen = BTreeSet::new();
-            for sql in [team_sql, agent_sql] {
+            for (col, ids) in queries {
+                let sql = format!(
+                    "SELECT request, team_id FROM conversations WHERE status = 'queued' AND {col} IN ({ids}) \
+                     ORDER BY priority_rank, queued_at, id LIMIT {}",
+                    limits::DRAIN_BATCH
+                );
                 for row in query(&sql).fetch_all(&mut **tx).await? {
+                    if let Some(t) = row.try_get::<Option<i64>, _>("team_id")? {
+                        if !scope.teams.contains(&t) {
+                            // Queued for a scope agent after the teams were read.
+                            return Err(StoreError::Moved);
+                        }
+                    }
                     let request: AssignRequest = json_col(&row, "request")?;
                     if let Target::Agent { agent, .. } = request.target {
                         extra.insert(agent.0);
@@ -276,21 +338,42 @@ impl Store {
             }
             queue::sort(&mut queue);
         }
-        let team_list = id_list(scope.teams.iter().copied());
-        // Each agent row carries its memberships among the scope's teams, so one query loads
-        // (and on PostgreSQL locks, in id order) the agents with their teams.
+        extra.retain(|a| !names.contains_key(a));
+        if !extra.is_empty() {
+            // Agents named by queued requests, locked last (rare: a dedicated or previous
+            // agent outside the scope).
+            for (agent, name, _) in self.load_agents(tx, ws, "NULL", &id_list(extra.iter().copied())).await? {
+                names.insert(agent.id.0, name);
+                agents.push(agent);
+            }
+            agents.sort_by_key(|a| a.id);
+        }
+        let snapshot = Snapshot::new(agents, teams).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Loaded { snapshot, queue, names, when_nobody })
+    }
+
+    /// Loads (and on PostgreSQL locks, in id order) the members of `team_list` and the agents
+    /// of `agent_list` (both SQL id lists), each with its memberships among `team_list`, its
+    /// name and how many teams it belongs to in all.
+    async fn load_agents(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        team_list: &str,
+        agent_list: &str,
+    ) -> Result<Vec<(CoreAgent, String, usize)>, StoreError> {
+        let lock = self.for_update();
         let member_of = match self.backend {
             crate::db::Backend::Sqlite => "group_concat(m.team_id)",
             crate::db::Backend::Postgres => "string_agg(CAST(m.team_id AS TEXT), ',')",
         };
         let sql = format!(
             "SELECT a.*, (SELECT {member_of} FROM team_members m WHERE m.agent_id = a.id AND m.team_id IN ({team_list})) \
-             AS member_of FROM agents a WHERE a.id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
-             UNION ALL SELECT id FROM agents WHERE id IN ({})) AND +a.workspace_id = $1 ORDER BY a.id{lock}",
-            id_list(extra.iter().copied())
+             AS member_of, (SELECT COUNT(*) FROM team_members m WHERE m.agent_id = a.id) AS teams_total \
+             FROM agents a WHERE a.id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
+             UNION ALL SELECT id FROM agents WHERE id IN ({agent_list})) AND +a.workspace_id = $1 ORDER BY a.id{lock}"
         );
-        let mut agents = Vec::new();
-        let mut names = BTreeMap::new();
+        let mut out = Vec::new();
         for row in query(&sql).bind(ws).fetch_all(&mut **tx).await? {
             let mut agent = core_agent(&row)?;
             let member_of: Option<String> = row.try_get("member_of")?;
@@ -300,11 +383,10 @@ impl Store {
                 .filter_map(|t| t.trim().parse::<i64>().ok())
                 .map(TeamId)
                 .collect();
-            names.insert(agent.id.0, row.try_get::<String, _>("name")?);
-            agents.push(agent);
+            let total = usize::try_from(row.try_get::<i64, _>("teams_total")?).unwrap_or(usize::MAX);
+            out.push((agent, row.try_get::<String, _>("name")?, total));
         }
-        let snapshot = Snapshot::new(agents, teams).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Loaded { snapshot, queue, names, when_nobody })
+        Ok(out)
     }
 
     /// Writes back the counters and rotations that differ between `before` and `after`.
@@ -359,10 +441,15 @@ impl Store {
             Outcome::Queued { reserved_for, .. } => ("queued", None, reserved_for.map(|a| a.0)),
             Outcome::Unassigned => ("unassigned", None, None),
         };
+        let dedicated = match request.target {
+            Target::Agent { agent, .. } => Some(agent.0),
+            Target::Team { .. } => None,
+        };
         query(
             "UPDATE conversations SET status = $1, assignee_id = $2, \
              last_assignee_id = COALESCE($3, last_assignee_id), reserved_for = $4, request = $5, \
-             assigned_at = CASE WHEN $6 = 1 THEN $7 ELSE assigned_at END, updated_at = $8 WHERE id = $9",
+             assigned_at = CASE WHEN $6 = 1 THEN $7 ELSE assigned_at END, updated_at = $8, \
+             dedicated_id = $10, previous_id = $11 WHERE id = $9",
         )
         .bind(status)
         .bind(assignee)
@@ -373,6 +460,8 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(conversation)
+        .bind(dedicated)
+        .bind(request.previous_agent.map(|a| a.0))
         .execute(&mut **tx)
         .await?;
         if let Some(agent) = assignee {
@@ -696,10 +785,31 @@ impl Store {
             }
             scope.agents.insert(agent);
         }
-        // The contact: found by (channel, external id), created on first contact.
+        // The contact's previous agent joins the scope, so it is read before the locks (a
+        // plain read: writing the contact row first would lock it ahead of the team and agent
+        // rows, against the order every command keeps) and checked again below.
         let channel = enum_str(&new.channel);
+        let previous = if new.prefer_previous_agent {
+            query("SELECT last_agent_id FROM contacts WHERE workspace_id = $1 AND channel = $2 AND external_id = $3")
+                .bind(ws)
+                .bind(&channel)
+                .bind(&new.contact.external_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<Option<i64>, _>(0))
+                .transpose()?
+                .flatten()
+        } else {
+            None
+        };
+        if let Some(p) = previous {
+            scope.agents.insert(p);
+        }
+        let Loaded { snapshot, names, when_nobody: policies, queue } =
+            self.load(&mut tx, ws, &scope, true).await?;
+        // The contact: found by (channel, external id), created on first contact; one statement
+        // finds or creates it and refreshes what the channel told us.
         let tags = serde_json::to_string(&new.contact.tags)?;
-        // One statement finds or creates the contact and refreshes what the channel told us.
         let row = query(
             "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -718,14 +828,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let contact_id: i64 = row.try_get("id")?;
-        let last_agent: Option<i64> = row.try_get("last_agent_id")?;
         let language: Option<String> = row.try_get("language")?;
-        let previous = if new.prefer_previous_agent { last_agent } else { None };
-        if let Some(p) = previous {
-            scope.agents.insert(p);
+        if new.prefer_previous_agent && row.try_get::<Option<i64>, _>("last_agent_id")? != previous {
+            // Another command assigned this contact meanwhile: decide again with its agent.
+            return Err(StoreError::Moved);
         }
-        let Loaded { snapshot, names, when_nobody: policies, queue } =
-            self.load(&mut tx, ws, &scope, true).await?;
         let when_nobody = match (new.when_nobody, new.team) {
             (Some(w), _) => w,
             (None, Some(team)) => policies.get(&team).copied().unwrap_or_default(),
@@ -843,17 +950,10 @@ impl Store {
         let ctx = self.context(&mut tx, ws, now).await?;
         // Scope from an unlocked read, checked again after locking.
         let first = self.conv_for_update(&mut tx, ws, id, false).await?;
-        let mut scope = Scope::default();
+        let agents = [first.state.assignee.map(|a| a.0), extra_agent, first.reserved_for];
+        let mut scope = Scope::of_agents(self, &mut tx, agents.into_iter().flatten()).await?;
         if let Some(t) = first.state.team {
             scope.teams.insert(t.0);
-        }
-        for agent in
-            [first.state.assignee.map(|a| a.0), extra_agent, first.reserved_for].into_iter().flatten()
-        {
-            scope.agents.insert(agent);
-            for t in self.agent_teams(&mut tx, agent).await? {
-                scope.teams.insert(t);
-            }
         }
         let Loaded { snapshot, queue, names, .. } = self.load(&mut tx, ws, &scope, true).await?;
         let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
@@ -977,19 +1077,10 @@ impl Store {
         let mut tx = self.begin().await?;
         let ctx = self.context(&mut tx, ws, now).await?;
         let first = self.conv_for_update(&mut tx, ws, id, false).await?;
-        let mut scope = Scope::default();
-        let team = to_team.map(TeamId).or(first.state.team);
-        if let Some(t) = team {
+        let agents = [first.state.assignee, first.state.last_assignee];
+        let mut scope = Scope::of_agents(self, &mut tx, agents.into_iter().flatten().map(|a| a.0)).await?;
+        for t in [to_team.map(TeamId), first.state.team].into_iter().flatten() {
             scope.teams.insert(t.0);
-        }
-        if let Some(t) = first.state.team {
-            scope.teams.insert(t.0);
-        }
-        for agent in [first.state.assignee, first.state.last_assignee].into_iter().flatten() {
-            scope.agents.insert(agent.0);
-            for t in self.agent_teams(&mut tx, agent.0).await? {
-                scope.teams.insert(t);
-            }
         }
         if let Some(Target::Agent { agent, .. }) = first.request.as_ref().map(|r| &r.target) {
             scope.agents.insert(agent.0);
@@ -1102,13 +1193,7 @@ impl Store {
         events: &mut Vec<PendingEvent>,
     ) -> Result<(), StoreError> {
         let ctx = self.context(tx, ws, now).await?;
-        let mut scope = Scope::default();
-        for &a in agents {
-            scope.agents.insert(a);
-            for t in self.agent_teams(tx, a).await? {
-                scope.teams.insert(t);
-            }
-        }
+        let scope = Scope::of_agents(self, tx, agents.iter().copied()).await?;
         let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, true).await?;
         let mut after = snapshot.clone();
         let mut work = Work { ws, ctx, events: Vec::new(), names };

@@ -145,7 +145,10 @@ pub(crate) struct WriterTx {
 impl WriterTx {
     /// The connection, for the command's statements.
     pub(crate) fn conn(&self) -> Result<&rusqlite::Connection, StoreError> {
-        self.state.as_ref().map(|s| &s.conn).ok_or_else(|| StoreError::Corrupt("transaction already ended".into()))
+        self.state
+            .as_ref()
+            .map(|s| &s.conn)
+            .ok_or_else(|| StoreError::Corrupt("transaction already ended".into()))
     }
 
     /// Keeps the command's changes and answers once they are committed.
@@ -208,8 +211,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("scratch directory");
         let path = dir.join("w.db");
         let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);")
-            .expect("schema");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);",
+        )
+        .expect("schema");
         (path, Arc::new(Writer::new(conn)))
     }
 
@@ -260,12 +265,14 @@ mod tests {
     async fn a_rollback_after_reading_the_group_waits_for_its_commit() {
         let (path, writer) = scratch("replay");
         let first = writer.begin().await.expect("begin");
-        run_sqlite(first.conn().expect("conn"), &query("INSERT INTO t (id, v) VALUES (1, 1)")).expect("insert");
+        run_sqlite(first.conn().expect("conn"), &query("INSERT INTO t (id, v) VALUES (1, 1)"))
+            .expect("insert");
         // A second command queues for the connection, so the first leaves its group open.
         let w2 = writer.clone();
         let second = tokio::spawn(async move {
             let tx = w2.begin().await.expect("begin");
-            let rows = run_sqlite(tx.conn().expect("conn"), &query("SELECT v FROM t WHERE id = 1")).expect("read");
+            let rows =
+                run_sqlite(tx.conn().expect("conn"), &query("SELECT v FROM t WHERE id = 1")).expect("read");
             assert_eq!(rows.len(), 1, "sees its group's earlier write");
             tx.rollback().await.expect("rollback");
         });

@@ -78,47 +78,11 @@ scenarios! {
         sqlite_reopen_does_not_overtake_the_queue, postgres_reopen_does_not_overtake_the_queue;
     the_store_agrees_with_the_reference_engine =>
         sqlite_the_store_agrees_with_the_reference_engine, postgres_the_store_agrees_with_the_reference_engine;
-}
-
-/// Scenarios that reproduce known bugs of the store, ignored (with the reason) until fixed:
-/// remove an entry from here to the list above when its bug is fixed.
-macro_rules! known_bugs {
-    ($($body:ident => $sqlite:ident, $postgres:ident, $which:ident, $reason:literal;)*) => {
-        $( known_bugs!(@one $body, $sqlite, $postgres, $which, $reason); )*
-    };
-    (@one $body:ident, $sqlite:ident, $postgres:ident, postgres, $reason:literal) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $sqlite() {
-            run_sqlite($body).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        #[ignore = $reason]
-        async fn $postgres() {
-            run_postgres(stringify!($postgres), $body).await;
-        }
-    };
-    (@one $body:ident, $sqlite:ident, $postgres:ident, both, $reason:literal) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        #[ignore = $reason]
-        async fn $sqlite() {
-            run_sqlite($body).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        #[ignore = $reason]
-        async fn $postgres() {
-            run_postgres(stringify!($postgres), $body).await;
-        }
-    };
-}
-
-known_bugs! {
-    open_and_drain_of_one_contact_do_not_deadlock => sqlite_open_and_drain_of_one_contact_do_not_deadlock, postgres_open_and_drain_of_one_contact_do_not_deadlock, postgres, "bug 1: open_once upserts the contact before locking team and agents (lock order); see the closing note";
-    status_change_and_open_do_not_deadlock => sqlite_status_change_and_open_do_not_deadlock, postgres_status_change_and_open_do_not_deadlock, postgres, "bug 2: set_status/update_agent write the agent row before locking its teams";
-    close_and_open_for_one_agent_leave_nobody_waiting => sqlite_close_and_open_for_one_agent_leave_nobody_waiting, postgres_close_and_open_for_one_agent_leave_nobody_waiting, postgres, "bug 3: load reads a reserved queue before locking the agent row";
-    close_and_team_join_leave_nobody_waiting => sqlite_close_and_team_join_leave_nobody_waiting, postgres_close_and_team_join_leave_nobody_waiting, postgres, "bug 4: manual_command reads the agent's teams without a lock";
-    freed_dedicated_agent_takes_its_conversation_from_the_team_queue => sqlite_freed_dedicated_agent_takes_its_conversation_from_the_team_queue, postgres_freed_dedicated_agent_takes_its_conversation_from_the_team_queue, both, "bug 5: a freed dedicated agent does not drain its fallback team's queue";
+    open_and_drain_of_one_contact_do_not_deadlock => sqlite_open_and_drain_of_one_contact_do_not_deadlock, postgres_open_and_drain_of_one_contact_do_not_deadlock;
+    status_change_and_open_do_not_deadlock => sqlite_status_change_and_open_do_not_deadlock, postgres_status_change_and_open_do_not_deadlock;
+    close_and_open_for_one_agent_leave_nobody_waiting => sqlite_close_and_open_for_one_agent_leave_nobody_waiting, postgres_close_and_open_for_one_agent_leave_nobody_waiting;
+    close_and_team_join_leave_nobody_waiting => sqlite_close_and_team_join_leave_nobody_waiting, postgres_close_and_team_join_leave_nobody_waiting;
+    freed_dedicated_agent_takes_its_conversation_from_the_team_queue => sqlite_freed_dedicated_agent_takes_its_conversation_from_the_team_queue, postgres_freed_dedicated_agent_takes_its_conversation_from_the_team_queue;
 }
 
 // ---------------------------------------------------------------------------------------
