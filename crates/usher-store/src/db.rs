@@ -1,7 +1,7 @@
 //! Connecting, migrating, transactions and the event log: the parts every command shares.
 
 use crate::error::StoreError;
-use crate::sql::{query, Row};
+use crate::sql::{query, Param, Row};
 use crate::types::Millis;
 use crate::writer::{Writer, WriterTx};
 use sqlx::postgres::PgPoolOptions;
@@ -27,6 +27,8 @@ pub struct Store {
     /// Workspace time zones, which never change once a workspace exists (there is no call to
     /// change one), so a node may remember them: one query less per command.
     pub(crate) time_zones: Arc<std::sync::RwLock<std::collections::HashMap<i64, chrono_tz::Tz>>>,
+    /// Held by every clone of the store; background tasks stop when the last one is gone.
+    alive: Arc<()>,
 }
 
 /// The connections behind a store.
@@ -283,6 +285,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "idempotency_fingerprint", include_str!("../migrations/sqlite/0003_idempotency_fingerprint.sql")),
     (4, "event_decision", include_str!("../migrations/sqlite/0004_event_decision.sql")),
     (5, "named_agents", include_str!("../migrations/sqlite/0005_named_agents.sql")),
+    (6, "pending_events", include_str!("../migrations/sqlite/0006_pending_events.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
@@ -290,6 +293,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "idempotency_fingerprint", include_str!("../migrations/postgres/0003_idempotency_fingerprint.sql")),
     (4, "event_decision", include_str!("../migrations/postgres/0004_event_decision.sql")),
     (5, "named_agents", include_str!("../migrations/postgres/0005_named_agents.sql")),
+    (6, "pending_events", include_str!("../migrations/postgres/0006_pending_events.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).
@@ -326,10 +330,13 @@ impl Store {
             let pool = Pool::Sqlite { writer, readers: Arc::new(readers) };
             (pool, Backend::Sqlite)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // Statements name their id lists inline (`IN (3, 7)`, portable to SQLite), so a node
+            // sees a few thousand distinct statements: cache their prepared forms generously.
+            let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.statement_cache_capacity(4096);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             (Pool::Postgres(pool), Backend::Postgres)
         } else {
@@ -338,8 +345,9 @@ impl Store {
                 "the database URL must start with sqlite: or postgres:",
             ));
         };
-        let store = Store { pool, backend, time_zones: Arc::default() };
+        let store = Store { pool, backend, time_zones: Arc::default(), alive: Arc::new(()) };
         store.migrate().await?;
+        store.spawn_sequencer();
         Ok(store)
     }
 
@@ -437,8 +445,12 @@ impl Store {
     }
 }
 
-/// Appends events to the workspace's log with gap-free sequence numbers. Call it last in a
-/// transaction: it locks the workspace row until commit.
+/// Appends a command's events to the workspace's log. Call it last in the transaction.
+///
+/// On SQLite (one writer) the command numbers them itself, gap-free, in the same
+/// transaction. On PostgreSQL it leaves them in `pending_events` and [`Store::sequence_events`]
+/// numbers them after the commit: numbering here would hold the workspace row's lock through
+/// the COMMIT and serialize every command of the workspace.
 pub(crate) async fn append_events(
     tx: &mut Tx,
     workspace: i64,
@@ -448,6 +460,24 @@ pub(crate) async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
+    let rows: Vec<Vec<Param>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                workspace.into(),
+                e.kind.into(),
+                now.into(),
+                e.conversation.into(),
+                e.agent.into(),
+                e.team.into(),
+                e.decision.into(),
+                e.data.to_string().into(),
+            ]
+        })
+        .collect();
+    if matches!(**tx, TxConn::Postgres(_)) {
+        return insert_rows(tx, "pending_events", PENDING_COLUMNS, rows).await;
+    }
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let last: i64 =
         query("UPDATE workspaces SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq")
@@ -456,47 +486,150 @@ pub(crate) async fn append_events(
             .fetch_one(&mut **tx)
             .await?
             .try_get(0)?;
-    // One multi-row insert (at most a few dozen rows: the events of one command), so a
-    // command pays one round trip for its events.
-    for (ci, chunk) in events.chunks(64).enumerate() {
-        let mut sql = String::from(
-            "INSERT INTO events (workspace_id, seq, kind, at, conversation_id, agent_id, team_id, decision_id, data) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let p = i * 9;
-            if i > 0 {
-                sql.push_str(", ");
+    insert_rows(tx, "events", EVENT_COLUMNS, numbered(rows, last - n + 1)).await
+}
+
+/// The columns of a pending event, in the order [`append_events`] builds its rows.
+const PENDING_COLUMNS: &str = "workspace_id, kind, at, conversation_id, agent_id, team_id, decision_id, data";
+/// The columns of a numbered event: the pending ones and the sequence number.
+const EVENT_COLUMNS: &str =
+    "workspace_id, kind, at, conversation_id, agent_id, team_id, decision_id, data, seq";
+
+/// Appends sequence numbers `first`, `first + 1`, … to rows of [`PENDING_COLUMNS`].
+fn numbered(rows: Vec<Vec<Param>>, first: i64) -> Vec<Vec<Param>> {
+    rows.into_iter()
+        .zip(first..)
+        .map(|(mut row, seq)| {
+            row.push(seq.into());
+            row
+        })
+        .collect()
+}
+
+/// Inserts rows with multi-row `INSERT`s of at most 64 rows: a command pays one round trip
+/// for its events.
+async fn insert_rows(
+    tx: &mut Tx,
+    table: &str,
+    columns: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(64) {
+        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+        let mut q = Vec::new();
+        for (i, row) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for (k, p) in row.iter().enumerate() {
+                q.push(p.clone());
+                sql.push_str(&format!("{}${}", if k == 0 { "" } else { ", " }, q.len()));
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 9
-            ));
+            sql.push(')');
         }
-        let mut q = query(&sql);
-        for (i, e) in chunk.iter().enumerate() {
-            let seq = last - n + 1 + i64::try_from(ci * 64 + i).unwrap_or(0);
-            q = q
-                .bind(workspace)
-                .bind(seq)
-                .bind(e.kind)
-                .bind(now)
-                .bind(e.conversation)
-                .bind(e.agent)
-                .bind(e.team)
-                .bind(e.decision)
-                .bind(e.data.to_string());
+        let mut statement = query(&sql);
+        for p in q {
+            statement = statement.bind(p);
         }
-        q.execute(&mut **tx).await?;
+        statement.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// How many pending events one sequencing pass numbers.
+const SEQUENCE_BATCH: i64 = 5_000;
+/// How often a PostgreSQL node's sequencer looks for pending events.
+const SEQUENCE_EVERY: Duration = Duration::from_millis(20);
+
+impl Store {
+    /// Numbers the workspace's pending events (PostgreSQL; nothing to do on SQLite): under
+    /// the workspace row's lock, moves the committed pending events, oldest first, into the
+    /// log with the next gap-free sequence numbers. Any node may run it at any time; the lock
+    /// makes passes take turns. Readers of the log call it first, so a command's events are
+    /// readable as soon as it has answered.
+    pub(crate) async fn sequence_events(&self, ws: i64) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        loop {
+            let pending = query("SELECT id FROM pending_events WHERE workspace_id = $1 LIMIT 1")
+                .bind(ws)
+                .fetch_optional(&self.pool)
+                .await?;
+            if pending.is_none() {
+                return Ok(());
+            }
+            let mut tx = self.begin().await?;
+            let base: i64 = query("SELECT event_seq FROM workspaces WHERE id = $1 FOR UPDATE")
+                .bind(ws)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            // Taken after the lock, so this statement sees every pass before it committed.
+            let sql = format!(
+                "DELETE FROM pending_events WHERE id IN (SELECT id FROM pending_events WHERE workspace_id = $1 \
+                 ORDER BY id LIMIT {SEQUENCE_BATCH}) RETURNING id, {PENDING_COLUMNS}"
+            );
+            let mut moved = query(&sql).bind(ws).fetch_all(&mut *tx).await?;
+            moved.sort_by_key(|r| r.try_get::<i64, _>("id").unwrap_or(i64::MAX));
+            let n = i64::try_from(moved.len()).unwrap_or(i64::MAX);
+            let mut rows = Vec::with_capacity(moved.len());
+            for r in &moved {
+                rows.push(vec![
+                    r.try_get::<i64, _>("workspace_id")?.into(),
+                    r.try_get::<String, _>("kind")?.into(),
+                    r.try_get::<i64, _>("at")?.into(),
+                    r.try_get::<Option<i64>, _>("conversation_id")?.into(),
+                    r.try_get::<Option<i64>, _>("agent_id")?.into(),
+                    r.try_get::<Option<i64>, _>("team_id")?.into(),
+                    r.try_get::<Option<i64>, _>("decision_id")?.into(),
+                    r.try_get::<String, _>("data")?.into(),
+                ]);
+            }
+            insert_rows(&mut tx, "events", EVENT_COLUMNS, numbered(rows, base + 1)).await?;
+            query("UPDATE workspaces SET event_seq = $1 WHERE id = $2")
+                .bind(base + n)
+                .bind(ws)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if n < SEQUENCE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts this node's sequencer (PostgreSQL): every [`SEQUENCE_EVERY`] it numbers the
+    /// pending events of every workspace. It stops when the store is shut down or dropped.
+    fn spawn_sequencer(&self) {
+        let Pool::Postgres(pool) = &self.pool else { return };
+        let pool = pool.clone();
+        let alive = Arc::downgrade(&self.alive);
+        let store = Store {
+            pool: Pool::Postgres(pool.clone()),
+            backend: self.backend,
+            time_zones: Arc::default(),
+            alive: Arc::new(()),
+        };
+        tokio::spawn(async move {
+            while alive.strong_count() > 0 && !pool.is_closed() {
+                tokio::time::sleep(SEQUENCE_EVERY).await;
+                let workspaces = match query("SELECT DISTINCT workspace_id FROM pending_events")
+                    .fetch_all(&store.pool)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sequencer: cannot read pending events");
+                        continue;
+                    }
+                };
+                for ws in workspaces.iter().filter_map(|r| r.try_get::<i64, _>(0).ok()) {
+                    if let Err(e) = store.sequence_events(ws).await {
+                        tracing::warn!(error = %e, workspace = ws, "sequencer: pass failed; the next one retries");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Reads a column that holds JSON text.

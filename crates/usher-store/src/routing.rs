@@ -258,15 +258,16 @@ impl Store {
         let mut scope = scope.clone();
         let named_agents = id_list(scope.agents.iter().copied());
         if with_queue && !scope.agents.is_empty() {
-            // Teams whose queues hold conversations that name a scope agent (unlocked).
-            for col in ["reserved_for", "dedicated_id", "previous_id"] {
-                let sql = format!(
-                    "SELECT DISTINCT team_id FROM conversations WHERE status = 'queued' AND {col} IN ({named_agents})"
-                );
-                for row in query(&sql).fetch_all(&mut **tx).await? {
-                    if let Some(t) = row.try_get::<Option<i64>, _>(0)? {
-                        scope.teams.insert(t);
-                    }
+            // Teams whose queues hold conversations that name a scope agent (unlocked; one
+            // statement, each branch on its own index).
+            let sql = ["reserved_for", "dedicated_id", "previous_id"]
+                .map(|col| {
+                    format!("SELECT team_id FROM conversations WHERE status = 'queued' AND {col} IN ({named_agents})")
+                })
+                .join(" UNION ");
+            for row in query(&sql).fetch_all(&mut **tx).await? {
+                if let Some(t) = row.try_get::<Option<i64>, _>(0)? {
+                    scope.teams.insert(t);
                 }
             }
         }
@@ -302,22 +303,34 @@ impl Store {
         let mut queue = Vec::new();
         let mut extra: BTreeSet<i64> = BTreeSet::new();
         if with_queue && !(scope.teams.is_empty() && scope.agents.is_empty()) {
-            // One query per index (a team's queue, an agent's reserved queue, the requests that
-            // name an agent): an OR across them would make the planner scan every conversation.
+            // Two statements: the teams' queues, and the conversations that name a scope agent
+            // (waiting for it, dedicated to it, or its previous contacts), each branch on its
+            // own index: one OR across them would make the planner scan every conversation.
+            let named = ["reserved_for", "dedicated_id", "previous_id"]
+                .map(|col| {
+                    format!(
+                        "SELECT request, team_id, priority_rank, queued_at, id FROM conversations \
+                         WHERE status = 'queued' AND {col} IN ({named_agents})"
+                    )
+                })
+                .join(" UNION ALL ");
             let queries = [
-                ("team_id", team_list.as_str()),
-                ("reserved_for", named_agents.as_str()),
-                ("dedicated_id", named_agents.as_str()),
-                ("previous_id", named_agents.as_str()),
-            ];
-            let mut seen = BTreeSet::new();
-            for (col, ids) in queries {
-                let sql = format!(
-                    "SELECT request, team_id FROM conversations WHERE status = 'queued' AND {col} IN ({ids}) \
+                format!(
+                    "SELECT request, team_id FROM conversations WHERE status = 'queued' AND team_id IN ({team_list}) \
                      ORDER BY priority_rank, queued_at, id LIMIT {}",
                     limits::DRAIN_BATCH
-                );
-                for row in query(&sql).fetch_all(&mut **tx).await? {
+                ),
+                format!(
+                    "SELECT request, team_id FROM ({named}) AS n ORDER BY priority_rank, queued_at, id LIMIT {}",
+                    limits::DRAIN_BATCH
+                ),
+            ];
+            let mut seen = BTreeSet::new();
+            for (i, sql) in queries.iter().enumerate() {
+                if (i == 0 && scope.teams.is_empty()) || (i == 1 && scope.agents.is_empty()) {
+                    continue;
+                }
+                for row in query(sql).fetch_all(&mut **tx).await? {
                     if let Some(t) = row.try_get::<Option<i64>, _>("team_id")? {
                         if !scope.teams.contains(&t) {
                             // Queued for a scope agent after the teams were read.
@@ -1316,6 +1329,7 @@ impl Store {
     /// decision carries its explanation and trace in `data`, joined from the decision.
     pub async fn events(&self, ws: i64, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let limit = limit.clamp(1, limits::EVENTS_PAGE);
+        self.sequence_events(ws).await?;
         let sql = format!(
             "SELECT e.seq, e.kind, e.at, e.conversation_id, e.agent_id, e.team_id, e.data, \
              d.explanation AS decision_explanation, d.trace AS decision_trace FROM events e \

@@ -26,6 +26,11 @@ pub(crate) enum Param {
     Text(Option<String>),
 }
 
+impl From<&Param> for Param {
+    fn from(p: &Param) -> Param {
+        p.clone()
+    }
+}
 impl From<i64> for Param {
     fn from(v: i64) -> Param {
         Param::Int(Some(v))
