@@ -5,7 +5,7 @@
 use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
-use crate::routing::{enum_str, parse_enum, Scope};
+use crate::routing::{enum_str, parse_enum, Need, Scope};
 use crate::sql::{query, Row};
 use crate::types::*;
 use rand::RngCore;
@@ -495,7 +495,7 @@ impl Store {
         // teams first, as every command does, so none can deadlock with this one.
         let mut scope = Scope::of_agents(self, &mut tx, [id]).await?;
         scope.teams.extend(patch.teams.iter().flatten().copied());
-        self.load(&mut tx, ws, &scope, false).await?;
+        self.load(&mut tx, ws, &scope, Need::Locks).await?;
         query(
             "UPDATE agents SET name = $1, max_open = $2, daily_limit = $3, weight = $4, skills = $5, languages = $6, \
              channel_caps = $7 WHERE id = $8 AND workspace_id = $9",
@@ -558,7 +558,7 @@ impl Store {
         // as every command does); the presence compared is the locked one, and the drain below
         // works under these locks.
         let scope = Scope::of_agents(self, &mut tx, [id]).await?;
-        let loaded = self.load(&mut tx, ws, &scope, false).await?;
+        let loaded = self.load(&mut tx, ws, &scope, Need::Locks).await?;
         let before = loaded
             .snapshot
             .agent(usher_core::model::AgentId(id))

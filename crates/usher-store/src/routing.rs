@@ -34,6 +34,18 @@ pub(crate) struct Loaded {
     pub when_nobody: BTreeMap<i64, WhenNobody>,
 }
 
+/// What a command needs [`Store::load`] to load besides the locks on its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// It decides a conversation: the queues and every member of the scope's teams.
+    Decision,
+    /// It frees or adds capacity: the queues, and the teams' members only when something
+    /// waits (a close with nobody waiting loads one agent, not the team).
+    Drain,
+    /// Only the locks and the scope's own agents (a change to an agent row, drained later).
+    Locks,
+}
+
 /// Which teams and agents a command touches.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scope {
@@ -252,8 +264,9 @@ impl Store {
         tx: &mut Tx,
         ws: i64,
         scope: &Scope,
-        with_queue: bool,
+        need: Need,
     ) -> Result<Loaded, StoreError> {
+        let with_queue = need != Need::Locks;
         let lock = self.for_update();
         let mut scope = scope.clone();
         let named_agents = id_list(scope.agents.iter().copied());
@@ -291,8 +304,10 @@ impl Store {
         let team_list = id_list(scope.teams.iter().copied());
         let mut agents = Vec::new();
         let mut names = BTreeMap::new();
-        let member_rows = self.load_agents(tx, ws, &team_list, &named_agents).await?;
-        for (agent, name, teams_total) in member_rows {
+        // The scope's own agents first (the queues that wait for them by name are read under
+        // their locks); the teams' members when a decision needs them, below.
+        let own_rows = self.load_agents(tx, ws, &team_list, "NULL", &named_agents).await?;
+        for (agent, name, teams_total) in own_rows {
             if scope.freed.contains(&agent.id.0) && teams_total > agent.teams.len() {
                 // It joined a team after the scope was read: run again with that team.
                 return Err(StoreError::Moved);
@@ -351,11 +366,21 @@ impl Store {
             }
             queue::sort(&mut queue);
         }
+        if need == Need::Decision || (need == Need::Drain && !queue.is_empty()) {
+            // The teams' members, in id order (the scope's own agents again among them).
+            agents.clear();
+            for (agent, name, _) in self.load_agents(tx, ws, &team_list, &team_list, &named_agents).await? {
+                names.insert(agent.id.0, name);
+                agents.push(agent);
+            }
+        }
         extra.retain(|a| !names.contains_key(a));
         if !extra.is_empty() {
             // Agents named by queued requests, locked last (rare: a dedicated or previous
             // agent outside the scope).
-            for (agent, name, _) in self.load_agents(tx, ws, "NULL", &id_list(extra.iter().copied())).await? {
+            for (agent, name, _) in
+                self.load_agents(tx, ws, "NULL", "NULL", &id_list(extra.iter().copied())).await?
+            {
                 names.insert(agent.id.0, name);
                 agents.push(agent);
             }
@@ -365,14 +390,15 @@ impl Store {
         Ok(Loaded { snapshot, queue, names, when_nobody })
     }
 
-    /// Loads (and on PostgreSQL locks, in id order) the members of `team_list` and the agents
-    /// of `agent_list` (both SQL id lists), each with its memberships among `team_list`, its
-    /// name and how many teams it belongs to in all.
+    /// Loads (and on PostgreSQL locks, in id order) the members of `members_of` and the
+    /// agents of `agent_list` (SQL id lists), each with its memberships among `team_list`,
+    /// its name and how many teams it belongs to in all.
     async fn load_agents(
         &self,
         tx: &mut Tx,
         ws: i64,
         team_list: &str,
+        members_of: &str,
         agent_list: &str,
     ) -> Result<Vec<(CoreAgent, String, usize)>, StoreError> {
         let lock = self.for_update();
@@ -383,7 +409,7 @@ impl Store {
         let sql = format!(
             "SELECT a.*, (SELECT {member_of} FROM team_members m WHERE m.agent_id = a.id AND m.team_id IN ({team_list})) \
              AS member_of, (SELECT COUNT(*) FROM team_members m WHERE m.agent_id = a.id) AS teams_total \
-             FROM agents a WHERE a.id IN (SELECT agent_id FROM team_members WHERE team_id IN ({team_list}) \
+             FROM agents a WHERE a.id IN (SELECT agent_id FROM team_members WHERE team_id IN ({members_of}) \
              UNION ALL SELECT id FROM agents WHERE id IN ({agent_list})) AND +a.workspace_id = $1 ORDER BY a.id{lock}"
         );
         let mut out = Vec::new();
@@ -819,7 +845,7 @@ impl Store {
             scope.agents.insert(p);
         }
         let Loaded { snapshot, names, when_nobody: policies, queue } =
-            self.load(&mut tx, ws, &scope, true).await?;
+            self.load(&mut tx, ws, &scope, Need::Decision).await?;
         // The contact: found by (channel, external id), created on first contact; one statement
         // finds or creates it and refreshes what the channel told us.
         let tags = serde_json::to_string(&new.contact.tags)?;
@@ -968,7 +994,7 @@ impl Store {
         if let Some(t) = first.state.team {
             scope.teams.insert(t.0);
         }
-        let Loaded { snapshot, queue, names, .. } = self.load(&mut tx, ws, &scope, true).await?;
+        let Loaded { snapshot, queue, names, .. } = self.load(&mut tx, ws, &scope, Need::Drain).await?;
         let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Moved);
@@ -1099,7 +1125,7 @@ impl Store {
             scope.agents.insert(agent.0);
         }
         let Loaded { snapshot, queue, names, when_nobody: policies } =
-            self.load(&mut tx, ws, &scope, true).await?;
+            self.load(&mut tx, ws, &scope, Need::Decision).await?;
         let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Moved);
@@ -1207,7 +1233,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let ctx = self.context(tx, ws, now).await?;
         let scope = Scope::of_agents(self, tx, agents.iter().copied()).await?;
-        let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, true).await?;
+        let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, Need::Drain).await?;
         let mut after = snapshot.clone();
         let mut work = Work { ws, ctx, events: Vec::new(), names };
         self.drain(tx, &mut after, &queue, &mut work).await?;
