@@ -196,6 +196,18 @@ impl Workspace {
         team: TeamId,
         ctx: Context,
     ) -> Result<Vec<Drained>, MemoryError> {
+        self.transfer_to_team_with(id, team, None, ctx)
+    }
+
+    /// [`Workspace::transfer_to_team`], with the new team's policy for when nobody can take
+    /// it (which teams do not carry here; the store keeps it per team).
+    pub fn transfer_to_team_with(
+        &mut self,
+        id: ConversationId,
+        team: TeamId,
+        when_nobody: Option<crate::request::WhenNobody>,
+        ctx: Context,
+    ) -> Result<Vec<Drained>, MemoryError> {
         if self.snapshot.team(team).is_none() {
             return Err(MemoryError::UnknownTeam(team));
         }
@@ -204,15 +216,21 @@ impl Workspace {
         let mut request = record.request.clone();
         request.target = crate::request::Target::Team { team, strategy: None };
         request.previous_agent = None;
-        // The old agent lets go first, so the released capacity counts in the decision. The
+        // It arrives in the new team now, and those already waiting go first, as when
+        // opening. The old agent lets go before both, so the released capacity counts. The
         // team exists, so the decision cannot fail after the commit.
+        request.arrived_at = ctx.now;
+        if let Some(w) = when_nobody {
+            request.when_nobody = w;
+        }
         self.commit(id, change, ctx);
+        let drained = self.drain(ctx)?;
         let decision = decide(&self.snapshot, &request, ctx)?;
         if let Some(record) = self.conversations.get_mut(&id) {
             record.request = request.clone();
         }
         self.settle(&request, decision, ctx);
-        self.drain(ctx)
+        Ok(drained)
     }
 
     /// Closes a conversation.

@@ -10,18 +10,21 @@
 //! written once in portable SQL (`$1` placeholders, `RETURNING`, row values) against the
 //! small executor of `sql.rs`: SQLite through `rusqlite`, synchronously on the one writer
 //! connection (a statement is microseconds of CPU, so it runs where it is issued), PostgreSQL
-//! through sqlx's native driver. The few real differences are in [`Backend`]: how a write
-//! transaction starts (SQLite takes the single write lock up front with `BEGIN IMMEDIATE`)
-//! and whether rows are locked with `FOR UPDATE` (PostgreSQL). Each backend has its own
-//! migrations folder, run on connect.
+//! through sqlx's native driver. The few real differences are in [`Backend`]:
+//! how a write transaction starts (SQLite: the one writer connection, shared by the commands
+//! that queue for it, see `writer.rs`), whether rows are locked with `FOR UPDATE`
+//! (PostgreSQL), and how events are numbered (in the command on SQLite, by a sequencer after
+//! the commit on PostgreSQL, see [`Store::events`]). Each backend has its own migrations
+//! folder, run on connect.
 //!
 //! ## Serializing decisions
 //! Every command is one transaction. A routing command locks, in this order, the rows of the
-//! teams involved (ascending id), then their members' agent rows (ascending id, the same query
-//! that loads the snapshot), then the workspace row (to number events, last). Everyone takes
-//! locks in that order, so two nodes never hand one conversation to two agents, never push an
-//! agent past its cap, and cannot deadlock each other. SQLite has one writer, so the locks
-//! are implicit there.
+//! teams involved (ascending id), then the agent rows it needs (ascending id, the same
+//! queries that load the snapshot), and only then reads the queues. What it read before the
+//! locks (which teams an agent belongs to, which teams hold conversations waiting for it) is
+//! checked after them; if it changed, the command runs again ([`StoreError::Moved`]). So two
+//! nodes never hand one conversation to two agents nor push an agent past its cap. SQLite has
+//! one writer, so the locks are implicit there.
 //!
 //! ## Counters
 //! The counters the core needs (open conversations per agent and per channel, today's

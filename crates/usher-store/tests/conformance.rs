@@ -2138,12 +2138,21 @@ impl Reference {
         f: impl FnOnce(&mut usher_core::memory::Workspace) -> T,
     ) -> T {
         let before = self.states();
+        let decisions_before = |e: &usher_core::memory::Workspace, id: i64| {
+            e.conversation(usher_core::model::ConversationId(id)).map_or(0, |r| r.decisions.len())
+        };
+        let own_decisions = own.map_or(0, |id| decisions_before(&self.engine, id));
         let out = f(&mut self.engine);
         let mut newly: Vec<(usher_core::queue::Waiting, i64)> = Vec::new();
         let mut own_assigned = None;
         for (id, (status, assignee)) in self.states() {
             let Some(agent) = assignee else { continue };
-            if status != Status::Assigned || before.get(&id).is_some_and(|b| b.1 == Some(agent)) {
+            // A conversation decided again counts even when it went back to the same agent
+            // (a transfer to a team that agent is in), as the store records it.
+            let decided_again = Some(id) == own && decisions_before(&self.engine, id) > own_decisions;
+            if status != Status::Assigned
+                || (before.get(&id).is_some_and(|b| b.1 == Some(agent)) && !decided_again)
+            {
                 continue;
             }
             if Some(id) == own {
@@ -2252,7 +2261,7 @@ async fn differential(s: &Store, seed: u64) {
         now += 1_000;
         let ctx = Reference::ctx(now);
         let what;
-        let op = if convs.is_empty() { 0 } else { rng.below(10) };
+        let op = if convs.is_empty() { 0 } else { rng.below(11) };
         let (store_result, engine_result): (Option<&'static str>, Option<&'static str>) = match op {
             0..=3 => {
                 let team_id = rng.pick(&teams);
@@ -2315,6 +2324,17 @@ async fn differential(s: &Store, seed: u64) {
                 what = format!("close {c}");
                 let sr = s.close(ws, c, now).await;
                 let er = reference.run(None, true, |e| e.close(usher_core::model::ConversationId(c), ctx));
+                (store_code(&sr), engine_code(&er))
+            }
+            9 => {
+                let (c, t) = (rng.pick(&convs), rng.pick(&teams));
+                what = format!("transfer {c} to team {t}");
+                let sr = s.reroute(ws, c, Some(t), now).await;
+                let when = reference.policy[&t];
+                // Those waiting go first, then the transferred conversation: its own last.
+                let er = reference.run(Some(c), false, |e| {
+                    e.transfer_to_team_with(usher_core::model::ConversationId(c), TeamId(t), Some(when), ctx)
+                });
                 (store_code(&sr), engine_code(&er))
             }
             8 => {
