@@ -352,11 +352,12 @@ proptest! {
                 }
                 Op::Transfer(c, team) => {
                     let id = conv(c);
-                    ws.transfer_to_team(id, TeamId(team as i64 + 1), ctx).map(|mut d| {
-                        // The transferred conversation's own decision is the last one recorded.
+                    ws.transfer_to_team(id, TeamId(team as i64 + 1), ctx).map(|d| {
+                        // Those waiting were served first; the transferred conversation's own
+                        // decision, the last one recorded, came after them.
                         let own = ws.conversation(id).and_then(|r| r.decisions.last().cloned());
-                        let mut all: Vec<_> = own.into_iter().map(|x| (id, x)).collect();
-                        all.append(&mut drained(std::mem::take(&mut d)));
+                        let mut all = drained(d);
+                        all.extend(own.into_iter().map(|x| (id, x)));
                         all
                     })
                 }
