@@ -609,13 +609,35 @@ pub async fn list_conversations(
     Ok(Json(json!({ "conversations": list, "next_after": next })))
 }
 
-/// Whether an agent token may see this conversation: its own, or one nobody holds.
+/// Whether an agent token may see this conversation: its own, one waiting for it by name, or
+/// one nobody holds in one of its teams (or in no team): what its pick list shows.
 async fn visible(s: &AppState, caller: &Caller, conversation: i64) -> ApiResult<usher_store::Conversation> {
-    let c = s.store.conversation(caller.ws(), conversation, now_millis()).await?;
-    if caller.0.role == Role::Agent && c.assignee.is_some() && c.assignee != caller.0.agent {
-        return Err(ApiError::forbidden("see another agent's conversation"));
+    let now = now_millis();
+    let c = s.store.conversation(caller.ws(), conversation, now).await?;
+    if caller.0.role != Role::Agent {
+        return Ok(c);
     }
-    Ok(c)
+    let me = caller.0.agent;
+    if c.assignee.is_some() {
+        return if c.assignee == me {
+            Ok(c)
+        } else {
+            Err(ApiError::forbidden("see another agent's conversation"))
+        };
+    }
+    if c.reserved_for.is_some() && c.reserved_for == me {
+        return Ok(c);
+    }
+    let mine = match (c.team, me) {
+        (None, _) => true,
+        (Some(t), Some(agent)) => s.store.agent(caller.ws(), agent, now).await?.teams.contains(&t),
+        (Some(_), None) => false,
+    };
+    if mine {
+        Ok(c)
+    } else {
+        Err(ApiError::forbidden("see a conversation of a team it is not in"))
+    }
 }
 
 /// `GET /v1/conversations/{id}`.

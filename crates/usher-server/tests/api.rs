@@ -91,6 +91,7 @@ macro_rules! both {
 
 both!(core_flow, 0, 0, the_core_flow_assigns_queues_drains_and_explains);
 both!(claims, 0, 0, claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced);
+both!(agent_visibility, 0, 0, an_agent_sees_its_own_and_its_teams_unheld_conversations_only);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -858,5 +859,32 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/contacts/{id}",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
+    }
+}
+
+/// An agent token reads its own conversations and the unheld ones of its teams (its pick
+/// list), not those of a team it is not in, nor another agent's.
+async fn an_agent_sees_its_own_and_its_teams_unheld_conversations_only(t: TestApp) {
+    let sales = t.team("Sales", "round_robin").await;
+    let support = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[sales], "offline", 2).await;
+    let bob = t.agent("Bob", &[support], "online", 2).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let open = |team: i64, who: &'static str| json!({ "channel": "web_chat", "team": team, "contact": { "external_id": who }, "when_nobody": "leave_unassigned" });
+    let in_sales = t.ok(Method::POST, "/v1/conversations", open(sales, "s")).await["id"].as_i64().unwrap();
+    let in_support = t.ok(Method::POST, "/v1/conversations", open(support, "p")).await;
+    assert_eq!(in_support["assignee"], bob);
+    let in_support = in_support["id"].as_i64().unwrap();
+    t.ok(Method::PUT, &format!("/v1/agents/{bob}/status"), json!({ "status": "offline" })).await;
+    let unheld_support =
+        t.ok(Method::POST, "/v1/conversations", open(support, "q")).await["id"].as_i64().unwrap();
+    let read = |id: i64| format!("/v1/conversations/{id}");
+    assert_eq!(t.call(&ana_token, Method::GET, &read(in_sales), None).await.status, StatusCode::OK);
+    for (id, why) in [(in_support, "held by Bob"), (unheld_support, "unheld, in a team Ana is not in")] {
+        let r = t.call(&ana_token, Method::GET, &read(id), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "forbidden", "{why}");
+        let r = t.call(&ana_token, Method::GET, &format!("/v1/conversations/{id}/trace"), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}: trace");
     }
 }

@@ -475,7 +475,7 @@ impl Store {
             patch.languages.as_deref().unwrap_or(&current.languages),
             patch.weight.unwrap_or(current.weight),
         )?;
-        retrying!(self.update_agent_once(ws, id, patch, &current, now).await)?;
+        retrying!(self.update_agent_once(ws, id, patch, now).await)?;
         self.agent(ws, id, now).await
     }
 
@@ -484,7 +484,6 @@ impl Store {
         ws: i64,
         id: i64,
         patch: &AgentPatch,
-        current: &Agent,
         now: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
@@ -496,17 +495,22 @@ impl Store {
         let mut scope = Scope::of_agents(self, &mut tx, [id]).await?;
         scope.teams.extend(patch.teams.iter().flatten().copied());
         self.load(&mut tx, ws, &scope, Need::Locks).await?;
+        // Only the fields the patch names are written, each under the lock: a concurrent
+        // patch of other fields is not overwritten with what this one read before.
         query(
-            "UPDATE agents SET name = $1, max_open = $2, daily_limit = $3, weight = $4, skills = $5, languages = $6, \
-             channel_caps = $7 WHERE id = $8 AND workspace_id = $9",
+            "UPDATE agents SET name = COALESCE($1, name), max_open = COALESCE($2, max_open), \
+             daily_limit = CASE WHEN $3 = 1 THEN $4 ELSE daily_limit END, weight = COALESCE($5, weight), \
+             skills = COALESCE($6, skills), languages = COALESCE($7, languages), \
+             channel_caps = COALESCE($8, channel_caps) WHERE id = $9 AND workspace_id = $10",
         )
-        .bind(patch.name.clone().unwrap_or_else(|| current.name.clone()))
-        .bind(i64::from(patch.max_open.unwrap_or(current.max_open)))
-        .bind(patch.daily_limit.unwrap_or(current.daily_limit).map(i64::from))
-        .bind(i64::from(patch.weight.unwrap_or(current.weight)))
-        .bind(serde_json::to_string(patch.skills.as_ref().unwrap_or(&current.skills))?)
-        .bind(serde_json::to_string(patch.languages.as_ref().unwrap_or(&current.languages))?)
-        .bind(serde_json::to_string(patch.channel_caps.as_ref().unwrap_or(&current.channel_caps))?)
+        .bind(patch.name.clone())
+        .bind(patch.max_open.map(i64::from))
+        .bind(i64::from(patch.daily_limit.is_some()))
+        .bind(patch.daily_limit.flatten().map(i64::from))
+        .bind(patch.weight.map(i64::from))
+        .bind(patch.skills.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(patch.languages.as_ref().map(serde_json::to_string).transpose()?)
+        .bind(patch.channel_caps.as_ref().map(serde_json::to_string).transpose()?)
         .bind(id)
         .bind(ws)
         .execute(&mut *tx)

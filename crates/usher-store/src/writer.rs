@@ -85,9 +85,9 @@ impl Writer {
     /// Takes the connection and opens this command's savepoint (and the group's
     /// transaction, if none is open).
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<WriterTx, StoreError> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let queued = Queued::new(&self.waiting);
         let mut state = self.state.clone().lock_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         if state.open.is_none() {
             run_sqlite(&state.conn, &query("BEGIN IMMEDIATE"))?;
             let group = state.next_group;
@@ -133,6 +133,23 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// Counts a command as waiting for the connection while it exists, so that a command whose
+/// request is cancelled while it waits (its future dropped) stops counting.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Queued<'a> {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Queued(waiting)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -256,6 +273,29 @@ mod tests {
         // A dropped command may leave its group to the waiters' timer: give it that long.
         tokio::time::sleep(GROUP_WAIT * 4).await;
         assert_eq!(committed(&path), expected);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A command cancelled while it waits for the connection stops counting as waiting, so
+    /// the next command still commits at once instead of leaving its group to the timer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_waiter_does_not_hold_groups_open() {
+        let (path, writer) = scratch("cancel");
+        let holder = writer.begin().await.expect("begin");
+        let w2 = writer.clone();
+        let waiter = tokio::spawn(async move { w2.begin().await.map(|_| ()) });
+        while writer.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(writer.waiting.load(Ordering::SeqCst), 0);
+        drop(holder);
+        let tx = writer.begin().await.expect("begin");
+        run_sqlite(tx.conn().expect("conn"), &query("INSERT INTO t (id, v) VALUES (7, 0)")).expect("insert");
+        tx.commit().await.expect("commit");
+        // Committed by the command itself, not by a waiter's timer.
+        assert_eq!(committed(&path), vec![7]);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
