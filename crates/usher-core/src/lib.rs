@@ -16,7 +16,10 @@
 //! - [`memory`]: an in-memory workspace that applies all of the above; the reference model
 //!   the store is tested against and the engine the simulator drives.
 //! - [`clock`]: days in a workspace's time zone, for daily limits.
+//! - [`calendar`]: business hours (weekly schedules, holidays, exceptions), open now and
+//!   the next opening, daylight saving included.
 
+pub mod calendar;
 pub mod clock;
 pub mod decide;
 pub mod manual;
