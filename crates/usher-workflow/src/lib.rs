@@ -10,10 +10,15 @@
 //! - [`validate`]: everything a document must satisfy before it is published, each problem
 //!   with its place (`steps.route.branches[2].next`) and a stable code.
 //!
-//! The engine that runs published workflows, their durable runs and the templates come with
-//! the rest of issue 4 (see ARCHITECTURE.md).
+//! - [`engine`]: running a workflow as a pure state machine: a run's state, an input (the
+//!   trigger, the contact's answer, a due timer, the routing outcome) and the facts in; the
+//!   next state, the effects to carry out and a trace out.
+//!
+//! Storing runs durably, their timers, the templates and the HTTP API come with the rest of
+//! issue 4 (see ARCHITECTURE.md).
 
 pub mod document;
+pub mod engine;
 pub mod validate;
 
 pub use document::{Step, Trigger, Workflow};
