@@ -729,6 +729,7 @@ fn contact_view(row: &Row) -> Result<Contact, StoreError> {
         external_id: row.try_get("external_id")?,
         name: row.try_get("name")?,
         language: row.try_get("language")?,
+        language_confidence: crate::routing::confidence(row.try_get("language_confidence")?),
         tags: json_col(row, "tags")?,
         attributes: json_col(row, "attributes")?,
     })
@@ -811,15 +812,21 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
-        query("UPDATE contacts SET name = $1, language = $2, tags = $3, attributes = $4 WHERE id = $5 AND workspace_id = $6")
-            .bind(patch.name.clone().or(current.name))
-            .bind(patch.language.clone().or(current.language))
-            .bind(serde_json::to_string(patch.tags.as_ref().unwrap_or(&current.tags))?)
-            .bind(serde_json::to_string(&attributes)?)
-            .bind(id)
-            .bind(ws)
-            .execute(&mut *tx)
-            .await?;
+        // A language set by hand is no longer a detection: its confidence goes.
+        query(
+            "UPDATE contacts SET name = $1, language = $2, tags = $3, attributes = $4, \
+             language_confidence = CASE WHEN $7 = 1 THEN NULL ELSE language_confidence END \
+             WHERE id = $5 AND workspace_id = $6",
+        )
+        .bind(patch.name.clone().or(current.name))
+        .bind(patch.language.clone().or(current.language))
+        .bind(serde_json::to_string(patch.tags.as_ref().unwrap_or(&current.tags))?)
+        .bind(serde_json::to_string(&attributes)?)
+        .bind(id)
+        .bind(ws)
+        .bind(i64::from(patch.language.is_some()))
+        .execute(&mut *tx)
+        .await?;
         append_events(
             &mut tx,
             ws,

@@ -38,6 +38,7 @@ mod admin;
 pub mod bench;
 mod db;
 mod error;
+pub mod language;
 mod routing;
 mod sql;
 pub mod stats;

@@ -91,7 +91,8 @@ pub(crate) const CONV_COLUMNS: &str =
     "c.id, c.status, c.assignee_id, c.last_assignee_id, c.team_id, c.reserved_for, \
      c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, \
      k.id AS contact_id, k.channel AS contact_channel, k.external_id, k.name AS contact_name, \
-     k.language AS contact_language, k.tags AS contact_tags, k.attributes AS contact_attributes";
+     k.language AS contact_language, k.language_confidence AS contact_language_confidence, \
+     k.tags AS contact_tags, k.attributes AS contact_attributes";
 
 pub(crate) fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
@@ -142,6 +143,7 @@ pub(crate) fn conversation_view(row: &Row, place: Option<QueuePlace>) -> Result<
             external_id: row.try_get("external_id")?,
             name: row.try_get("contact_name")?,
             language: row.try_get("contact_language")?,
+            language_confidence: confidence(row.try_get("contact_language_confidence")?),
             tags: json_col(row, "contact_tags")?,
             attributes: json_col(row, "contact_attributes")?,
         },
@@ -217,6 +219,15 @@ fn manual_error(e: ManualError) -> StoreError {
         ),
         ManualError::UnknownAgent(a) => StoreError::not_found(format!("agent {}", a.0)),
     }
+}
+
+/// The language of an opening's first message, when the request gives none (detected before
+/// the transaction: it is CPU work that needs no lock).
+fn detected_language(new: &NewConversation) -> Option<crate::language::Detected> {
+    if new.contact.language.is_some() {
+        return None;
+    }
+    new.message.as_deref().and_then(crate::language::detect)
 }
 
 /// What a command produced besides the conversation itself.
@@ -849,11 +860,16 @@ impl Store {
         // The contact: found by (channel, external id), created on first contact; one statement
         // finds or creates it and refreshes what the channel told us.
         let tags = serde_json::to_string(&new.contact.tags)?;
+        // A language the request gives wins; a detected one fills in only an unknown one.
+        let detected = detected_language(new);
         let row = query(
-            "INSERT INTO contacts (workspace_id, channel, external_id, name, language, tags, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO contacts (workspace_id, channel, external_id, name, language, language_confidence, tags, created_at) \
+             VALUES ($1, $2, $3, $4, COALESCE($5, $8), CASE WHEN $5 IS NULL THEN $9 END, $6, $7) \
              ON CONFLICT (workspace_id, channel, external_id) DO UPDATE SET \
-             name = COALESCE(excluded.name, contacts.name), language = COALESCE(excluded.language, contacts.language), \
+             name = COALESCE(excluded.name, contacts.name), \
+             language = COALESCE($5, contacts.language, $8), \
+             language_confidence = CASE WHEN $5 IS NOT NULL THEN NULL \
+               WHEN contacts.language IS NOT NULL THEN contacts.language_confidence ELSE $9 END, \
              tags = CASE WHEN excluded.tags = '[]' THEN contacts.tags ELSE excluded.tags END \
              RETURNING id, last_agent_id, language",
         )
@@ -864,6 +880,8 @@ impl Store {
         .bind(&new.contact.language)
         .bind(&tags)
         .bind(now)
+        .bind(detected.map(|d| d.tag))
+        .bind(detected.map(|d| (d.confidence * 1000.0).round() as i64))
         .fetch_one(&mut *tx)
         .await?;
         let contact_id: i64 = row.try_get("id")?;
@@ -1429,4 +1447,9 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A stored confidence (thousandths) as the API shows it (0 to 1).
+pub(crate) fn confidence(thousandths: Option<i64>) -> Option<f64> {
+    thousandths.map(|t| t as f64 / 1000.0)
 }

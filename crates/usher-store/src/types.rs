@@ -285,6 +285,9 @@ pub struct Contact {
     pub name: Option<String>,
     /// Language.
     pub language: Option<String>,
+    /// When the language was detected from a message: the detection's confidence, 0 to 1
+    /// (none when the channel, an agent or the API gave it).
+    pub language_confidence: Option<f64>,
     /// Tags.
     pub tags: Vec<String>,
     /// Free-form attributes (plan, order number, …).

@@ -84,6 +84,7 @@ scenarios! {
     close_and_team_join_leave_nobody_waiting => sqlite_close_and_team_join_leave_nobody_waiting, postgres_close_and_team_join_leave_nobody_waiting;
     freed_dedicated_agent_takes_its_conversation_from_the_team_queue => sqlite_freed_dedicated_agent_takes_its_conversation_from_the_team_queue, postgres_freed_dedicated_agent_takes_its_conversation_from_the_team_queue;
     events_of_two_nodes_are_numbered_once => sqlite_events_of_two_nodes_are_numbered_once, postgres_events_of_two_nodes_are_numbered_once;
+    the_language_is_detected_when_unknown => sqlite_the_language_is_detected_when_unknown, postgres_the_language_is_detected_when_unknown;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2454,4 +2455,61 @@ async fn events_of_two_nodes_are_numbered_once(db: Db) {
         );
     }
     assert_eq!(events.len(), before + 80, "an opening and its decision for each of 40");
+}
+
+/// A contact whose channel gives no language gets the one its first message is in, with the
+/// detection's confidence, and language routing uses it at once; a language the request or a
+/// person gives wins, and a known language is never overwritten by a later detection.
+async fn the_language_is_detected_when_unknown(db: Db) {
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("T", Strategy::LeastOpen, WhenNobody::Queue)).await;
+    let mut en = new_agent("En", &[t], 5, Presence::Online);
+    en.languages = vec!["en".into()];
+    let en = agent(s, ws, &en).await;
+    let mut fr = new_agent("Fr", &[t], 5, Presence::Online);
+    fr.languages = vec!["fr".into()];
+    let fr = agent(s, ws, &fr).await;
+
+    let mut first = new_conv(Some(t), "léa");
+    first.match_language = true;
+    first.message =
+        Some("Bonjour, je voudrais changer la date de mon vol de demain matin, s'il vous plaît.".into());
+    let c = open(s, ws, &first, T0).await;
+    assert_eq!(c.contact.language.as_deref(), Some("fr"));
+    let confidence = c.contact.language_confidence.expect("a detected language has a confidence");
+    assert!(confidence > 0.15 && confidence <= 1.0, "{confidence}");
+    assert_eq!(c.assignee, Some(fr), "routed by the detected language");
+
+    // A later message in English does not overwrite what is known.
+    let mut later = first.clone();
+    later.message =
+        Some("Hello, I would like to change the date of my flight tomorrow morning, please.".into());
+    let c2 = open(s, ws, &later, T0 + 1_000).await;
+    assert_eq!(
+        (c2.contact.language.as_deref(), c2.contact.language_confidence),
+        (Some("fr"), Some(confidence))
+    );
+
+    // A language the request gives wins and is not a detection.
+    let mut given = later.clone();
+    given.contact.language = Some("en".into());
+    let c3 = open(s, ws, &given, T0 + 2_000).await;
+    assert_eq!((c3.contact.language.as_deref(), c3.contact.language_confidence), (Some("en"), None));
+    assert_eq!(c3.assignee, Some(en));
+
+    // Too little text says nothing; a person's correction clears the confidence.
+    let mut short = new_conv(Some(t), "sam");
+    short.message = Some("ok".into());
+    let c4 = open(s, ws, &short, T0 + 3_000).await;
+    assert_eq!((c4.contact.language.as_deref(), c4.contact.language_confidence), (None, None));
+    let mut spanish = new_conv(Some(t), "ana");
+    spanish.message =
+        Some("Hola, quisiera cambiar la fecha de mi vuelo de mañana por la mañana, por favor.".into());
+    let c5 = open(s, ws, &spanish, T0 + 4_000).await;
+    assert_eq!(c5.contact.language.as_deref(), Some("es"));
+    let patch = usher_store::ContactPatch { language: Some("ca".into()), ..Default::default() };
+    let corrected = s.update_contact(ws, c5.contact.id, &patch, T0 + 5_000).await.expect("patch");
+    assert_eq!((corrected.language.as_deref(), corrected.language_confidence), (Some("ca"), None));
+    audit_clean(s, ws).await;
 }
