@@ -276,7 +276,12 @@ pub struct Assign {
     /// The assigned agent has not replied within some minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_reply: Option<NoReply>,
-    /// The step after the assignment (assigned, queued or left unassigned).
+    /// When it waits in the queue: go to this step (an overcapacity message) instead of
+    /// `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_queued: Option<String>,
+    /// The step after the assignment (assigned, queued without `on_queued`, or left
+    /// unassigned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }

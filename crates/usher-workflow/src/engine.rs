@@ -555,7 +555,7 @@ impl Machine<'_> {
                     });
                     self.effects.push(Effect::Timer { at: due });
                 }
-                self.go(a.next.clone())
+                self.go(a.on_queued.clone().or_else(|| a.next.clone()))
             }
             _ => match &a.when_nobody {
                 Nobody::GoTo(step) => {

@@ -14,11 +14,15 @@
 //!   trigger, the contact's answer, a due timer, the routing outcome) and the facts in; the
 //!   next state, the effects to carry out and a trace out.
 //!
-//! Storing runs durably, their timers, the templates and the HTTP API come with the rest of
-//! issue 4 (see ARCHITECTURE.md).
+//! - [`templates`]: ready-made workflows for each pattern of the seeds, filled in with a
+//!   workspace's teams, agent and calendar.
+//!
+//! Storing runs durably, their timers and the HTTP API come with the rest of issue 4 (see
+//! ARCHITECTURE.md).
 
 pub mod document;
 pub mod engine;
+pub mod templates;
 pub mod validate;
 
 pub use document::{Step, Trigger, Workflow};

@@ -323,6 +323,16 @@ impl Check<'_> {
                 self.step_ref(&format!("{path}.no_reply.then.go_to"), t);
             }
         }
+        if let Some(t) = &a.on_queued {
+            self.step_ref(&format!("{path}.on_queued"), t);
+            if a.when_nobody != Nobody::Queue {
+                self.problem(
+                    format!("{path}.on_queued"),
+                    "conflict",
+                    "only a conversation that waits in the queue is queued",
+                );
+            }
+        }
         if let Some(t) = &a.next {
             self.step_ref(&format!("{path}.next"), t);
         }
@@ -436,6 +446,7 @@ pub fn successors(step: &Step) -> Successors<'_> {
         }
         Step::Assign(a) => {
             push(&mut out, "next", &a.next);
+            push(&mut out, "on_queued", &a.on_queued);
             if let Nobody::GoTo(t) = &a.when_nobody {
                 out.push(("when_nobody.go_to", t.as_str()));
             }

@@ -300,3 +300,152 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Templates: each one fills in, validates, and does what its description says.
+// ------------------------------------------------------------------------------------------
+
+use usher_workflow::templates::{instantiate, Needs, Params, TemplateError, TEMPLATES};
+
+fn params() -> Params {
+    Params { team: Some(1), second_team: Some(2), agent: Some(10), calendar: Some(5) }
+}
+
+fn template_directory() -> Directory {
+    Directory { teams: [1, 2].into(), agents: [10].into(), calendars: [5].into(), contact_fields: [].into() }
+}
+
+#[test]
+fn every_template_fills_in_and_validates() {
+    assert_eq!(TEMPLATES.len(), 11);
+    for t in TEMPLATES {
+        let w = instantiate(t.key, &params()).unwrap_or_else(|e| panic!("{}: {e}", t.key));
+        assert_eq!(validate(&w, &template_directory()), vec![], "{}", t.key);
+        assert_eq!(w.name, t.title);
+        // What it needs, it refuses to do without.
+        for need in t.needs {
+            let mut p = params();
+            match need {
+                Needs::Team => p.team = None,
+                Needs::SecondTeam => p.second_team = None,
+                Needs::Agent => p.agent = None,
+                Needs::Calendar => p.calendar = None,
+            }
+            assert_eq!(instantiate(t.key, &p), Err(TemplateError::Missing(*need)), "{}", t.key);
+        }
+    }
+    assert!(matches!(instantiate("teleport", &params()), Err(TemplateError::Unknown(_))));
+}
+
+fn run_template(key: &str, facts: &Facts, inputs: &[(Input, i64)]) -> Vec<Advance> {
+    let w = instantiate(key, &params()).unwrap();
+    let mut run = Run::new();
+    let mut out = Vec::new();
+    for (input, at) in std::iter::once(&(Input::Start, T0)).chain(inputs) {
+        let a = step(&w, &run, input.clone(), facts, *at);
+        run = a.run.clone();
+        out.push(a);
+    }
+    out
+}
+
+#[test]
+fn the_templates_do_what_they_say() {
+    let facts = Facts { contact_name: Some("Mia".into()), ..Facts::default() };
+    // Low cost and high quality: a greeting, then the team by their strategy, online only.
+    for (key, strategy) in
+        [("round_robin_online_only", "round_robin"), ("least_open_online_only", "least_open")]
+    {
+        let a = &run_template(key, &facts, &[])[0];
+        assert_eq!(sent(a), vec!["Hi Mia, thanks for your message! Someone will be with you shortly."]);
+        let Some(Effect::Assign { settings, .. }) = a.effects.last() else { panic!("{key}") };
+        assert_eq!(serde_json::to_value(settings.strategy).unwrap(), json!(strategy), "{key}");
+        assert_eq!(settings.only_online, Some(true), "{key}");
+    }
+    // Sales rotation: weighted, busy included, and the lead is told who.
+    let told = Facts { agent_name: Some("Dmitri".into()), team_name: Some("Sales".into()), ..facts.clone() };
+    let runs =
+        run_template("sales_lead_rotation", &told, &[(Input::Assigned { agent: AgentId(10) }, T0 + 1)]);
+    assert_eq!(sent(&runs[1]), vec!["Thanks! Dmitri from Sales will get back to you."]);
+    // The menu: Refund to the second team, anything else valid to the first.
+    let runs = run_template("menu_then_team", &facts, &[(Input::Message { text: "Refund".into() }, T0 + 1)]);
+    assert_eq!(assigned_team(&runs[1]), Some(2));
+    // VIPs to their agent, with the team behind; others to the team.
+    let vip = Facts { tags: ["vip".to_string()].into(), ..facts.clone() };
+    let Some(Effect::Assign { settings, .. }) =
+        run_template("vip_dedicated_agent", &vip, &[])[0].effects.last().cloned()
+    else {
+        panic!()
+    };
+    assert_eq!((settings.agent, settings.team), (Some(10), Some(1)));
+    let Some(Effect::Assign { settings, .. }) =
+        run_template("vip_dedicated_agent", &facts, &[])[0].effects.last().cloned()
+    else {
+        panic!()
+    };
+    assert_eq!((settings.agent, settings.team), (None, Some(1)));
+    // Returning contacts: their previous agent first.
+    let back = Facts { returning: true, ..facts.clone() };
+    let Some(Effect::Assign { settings, .. }) =
+        run_template("returning_previous_agent", &back, &[])[0].effects.last().cloned()
+    else {
+        panic!()
+    };
+    assert!(settings.prefer_previous_agent);
+    // Overcapacity: queued, the contact is told their place.
+    let queued = Facts { queue: Some((3, Some(240))), ..facts.clone() };
+    let runs = run_template("overcapacity_message", &queued, &[(Input::Queued, T0 + 1)]);
+    assert_eq!(
+        sent(&runs[1]),
+        vec!["All our agents are busy. You are number 3 in line; the wait is about 4 minutes."]
+    );
+    // Assigned-to-agent message with the agent's name.
+    let runs =
+        run_template("assigned_agent_message", &told, &[(Input::Assigned { agent: AgentId(10) }, T0 + 1)]);
+    assert_eq!(
+        sent(&runs[1]),
+        vec!["Dmitri is taking care of your conversation and usually replies within a few minutes."]
+    );
+    assert_eq!(runs[1].run.next_timer(), Some(Timestamp(T0 + 1 + 10 * MINUTE)), "the no-reply watch");
+    // On close: released and tagged.
+    let a = &run_template("unassign_on_close", &facts, &[])[0];
+    assert_eq!(a.effects[0], Effect::Unassign);
+    assert!(
+        matches!(&a.effects[1], Effect::UpdateContact { add_tags, .. } if add_tags == &vec!["served".to_string()])
+    );
+    // By language: French to the second team.
+    let french = Facts { language: Some("fr".into()), ..facts.clone() };
+    assert_eq!(assigned_team(&run_template("route_by_language", &french, &[])[0]), Some(2));
+    assert_eq!(assigned_team(&run_template("route_by_language", &facts, &[])[0]), Some(1));
+}
+
+#[test]
+fn the_away_template_waits_for_the_opening() {
+    let mut calendars = std::collections::BTreeMap::new();
+    calendars.insert(5, office());
+    let facts = Facts { calendars, hours: Some(office()), ..Facts::default() };
+    // Monday 21:00 in Paris: told Tuesday 09:00, then checked every 15 minutes until open.
+    let evening = T0 + 10 * 60 * MINUTE;
+    let w = instantiate("business_hours_away", &params()).unwrap();
+    let a = step(&w, &Run::new(), Input::Start, &facts, evening);
+    assert_eq!(
+        sent(&a),
+        vec!["Thanks for your message! We are closed now and open Tuesday 09:00; we will answer then."]
+    );
+    let mut run = a.run;
+    let mut now = evening;
+    let mut assigned_at = None;
+    for _ in 0..100 {
+        now += 15 * MINUTE;
+        let b = step(&w, &run, Input::Timer, &facts, now);
+        if assigned_team(&b) == Some(1) {
+            assigned_at = Some(now);
+            break;
+        }
+        assert!(sent(&b).is_empty(), "told only once");
+        run = b.run;
+    }
+    let opened = T0 + 22 * 60 * MINUTE; // Tuesday 08:00 UTC, 09:00 in Paris
+    let at = assigned_at.expect("assigned once open");
+    assert!(at >= opened && at < opened + 15 * MINUTE, "assigned within a check of the opening");
+}
