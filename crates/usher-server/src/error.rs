@@ -21,12 +21,14 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait, for 429 answers.
     pub retry_after: Option<u64>,
+    /// The problems of a refused document, each with its place (`problems` in the answer).
+    pub problems: Option<serde_json::Value>,
 }
 
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, problems: None }
     }
 
     /// 400 with a code.
@@ -61,6 +63,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { what } => ApiError::not_found(what),
             StoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             StoreError::Invalid { code, message } => ApiError::invalid(code, message),
+            StoreError::Document { code, message, problems } => {
+                let mut e = ApiError::invalid(code, message);
+                e.problems = Some(json!(problems));
+                e
+            }
             StoreError::Moved => ApiError::new(
                 StatusCode::CONFLICT,
                 "concurrent_change",
@@ -84,7 +91,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(problems) = self.problems {
+            body["error"]["problems"] = problems;
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

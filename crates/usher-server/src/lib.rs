@@ -15,6 +15,7 @@ pub mod error;
 pub mod json;
 pub mod middleware;
 pub mod routes;
+pub mod workflow_routes;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
@@ -87,7 +88,23 @@ pub fn app(state: AppState) -> Router {
         .route("/conversations/{id}/close", post(routes::close))
         .route("/conversations/{id}/reopen", post(routes::reopen))
         .route("/conversations/{id}/trace", get(routes::trace))
-        .route("/events", get(routes::events));
+        .route("/events", get(routes::events))
+        .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
+        .route("/calendars/{id}", get(workflow_routes::get_calendar).put(workflow_routes::update_calendar))
+        .route("/workflow-templates", get(workflow_routes::templates))
+        .route("/workflows/{id}/publish", post(workflow_routes::publish))
+        .route("/workflows/{id}/rollback", post(workflow_routes::rollback))
+        .route("/workflows/{id}/enable", post(workflow_routes::enable))
+        .route("/workflows/{id}/disable", post(workflow_routes::disable))
+        .route("/workflows/{id}/versions", get(workflow_routes::versions))
+        .route("/workflows/{id}/dry-run", post(workflow_routes::dry_run))
+        .merge(
+            // Workflow documents may be larger than other bodies.
+            Router::new()
+                .route("/workflows", post(workflow_routes::create).get(workflow_routes::list))
+                .route("/workflows/{id}", get(workflow_routes::get).put(workflow_routes::update))
+                .layer(DefaultBodyLimit::max(usher_workflow::DOCUMENT_LEN)),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(routes::healthz))

@@ -22,11 +22,11 @@ use usher_store::{
 };
 
 /// An id in a path: a positive integer, or 404.
-fn id(raw: &str, what: &str) -> ApiResult<i64> {
+pub(crate) fn id(raw: &str, what: &str) -> ApiResult<i64> {
     raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| ApiError::not_found(format!("{what} {raw}")))
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     no_nul(field, value)?;
     if value.trim().is_empty() {
         return Err(ApiError::invalid("invalid_field", format!("{field} must not be empty")));

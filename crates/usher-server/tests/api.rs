@@ -92,6 +92,8 @@ macro_rules! both {
 both!(core_flow, 0, 0, the_core_flow_assigns_queues_drains_and_explains);
 both!(claims, 0, 0, claims_race_cleanly_and_manual_assignment_respects_caps_unless_forced);
 both!(agent_visibility, 0, 0, an_agent_sees_its_own_and_its_teams_unheld_conversations_only);
+both!(workflows, 0, 0, workflows_are_drafted_published_versioned_and_tried);
+both!(calendars, 0, 0, calendars_are_checked_and_say_when_they_open);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -650,6 +652,12 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
     assert_eq!(theirs["assignee"], other);
     let theirs = theirs["id"].as_i64().unwrap();
 
+    let wf = t
+        .ok(Method::POST, "/v1/workflows", json!({ "template": "round_robin_online_only", "team": team }))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+
     // (method, path, body, roles allowed)
     let all = ["admin", "manager", "agent", "integration"];
     let routes: Vec<(Method, String, Option<Value>, Vec<&str>)> = vec![
@@ -730,6 +738,25 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
             Some(json!({ "tags": ["x"] })),
             vec!["admin", "manager", "integration"],
         ),
+        (Method::GET, "/v1/workflow-templates".into(), None, vec!["admin", "manager"]),
+        (
+            Method::POST,
+            "/v1/workflows".into(),
+            Some(json!({ "template": "least_open_online_only", "team": team })),
+            vec!["admin", "manager"],
+        ),
+        (Method::GET, "/v1/workflows".into(), None, vec!["admin", "manager"]),
+        (Method::GET, format!("/v1/workflows/{wf}"), None, vec!["admin", "manager"]),
+        (Method::POST, format!("/v1/workflows/{wf}/publish"), None, vec!["admin", "manager"]),
+        (Method::GET, format!("/v1/workflows/{wf}/versions"), None, vec!["admin", "manager"]),
+        (Method::POST, format!("/v1/workflows/{wf}/dry-run"), Some(json!({})), vec!["admin", "manager"]),
+        (
+            Method::POST,
+            "/v1/calendars".into(),
+            Some(json!({ "name": "C-{n}", "time_zone": "UTC" })),
+            vec!["admin", "manager"],
+        ),
+        (Method::GET, "/v1/calendars".into(), None, vec!["admin", "manager"]),
     ];
     let mut n = 0;
     for (method, path, body, allowed) in &routes {
@@ -759,6 +786,7 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
         if path.contains(&format!("/{team}"))
             || path.contains(&format!("/{me}"))
             || path.contains(&format!("/{theirs}"))
+            || path.contains(&format!("/workflows/{wf}"))
         {
             let body = body
                 .as_ref()
@@ -857,6 +885,17 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/workspace",
         "/v1/contacts",
         "/v1/contacts/{id}",
+        "/v1/workflow-templates",
+        "/v1/workflows",
+        "/v1/workflows/{id}",
+        "/v1/workflows/{id}/publish",
+        "/v1/workflows/{id}/rollback",
+        "/v1/workflows/{id}/enable",
+        "/v1/workflows/{id}/disable",
+        "/v1/workflows/{id}/versions",
+        "/v1/workflows/{id}/dry-run",
+        "/v1/calendars",
+        "/v1/calendars/{id}",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -887,4 +926,175 @@ async fn an_agent_sees_its_own_and_its_teams_unheld_conversations_only(t: TestAp
         let r = t.call(&ana_token, Method::GET, &format!("/v1/conversations/{id}/trace"), None).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}: trace");
     }
+}
+
+/// A manager picks a template, publishes it, tries it on a contact, breaks and fixes the
+/// draft, publishes again, rolls back, disables and enables; every refusal names its place.
+async fn workflows_are_drafted_published_versioned_and_tried(t: TestApp) {
+    let support = t.team("Support", "least_open").await;
+    let ana = t.agent("Ana", &[support], "online", 5).await;
+    t.agent("Ravi", &[support], "offline", 5).await;
+    let templates = t.get("/v1/workflow-templates").await;
+    assert_eq!(templates["templates"].as_array().unwrap().len(), 11);
+
+    let w = t
+        .ok(Method::POST, "/v1/workflows", json!({ "template": "least_open_online_only", "team": support }))
+        .await;
+    let id = w["id"].as_i64().unwrap();
+    assert_eq!((w["enabled"].as_bool(), w["published_version"].as_i64()), (Some(false), None));
+    assert_eq!(w["draft"]["steps"]["assign"]["team"], support);
+    let published = t.ok(Method::POST, &format!("/v1/workflows/{id}/publish"), json!({})).await;
+    assert_eq!(
+        (published["enabled"].as_bool(), published["published_version"].as_i64()),
+        (Some(true), Some(1))
+    );
+
+    // The dry run: the greeting with the contact's name, then Ana by least open contacts
+    // (Ravi is offline), and nothing changed.
+    let before = t.get("/v1/events?limit=1000").await["events"].as_array().unwrap().len();
+    let dry = t
+        .ok(
+            Method::POST,
+            &format!("/v1/workflows/{id}/dry-run"),
+            json!({ "contact": { "name": "Mia" }, "message": "hello" }),
+        )
+        .await;
+    assert_eq!(dry["effects"][0]["effect"], "send_message");
+    assert_eq!(
+        dry["effects"][0]["text"],
+        "Hi Mia, thanks for your message! Someone will be with you shortly."
+    );
+    assert_eq!(dry["effects"][1]["effect"], "assign");
+    assert_eq!(dry["decisions"][0]["outcome"], "assigned");
+    assert_eq!(dry["decisions"][0]["agent"], ana);
+    let why = dry["decisions"][0]["explanation"].as_str().unwrap();
+    assert!(why.contains("least open") && why.contains("Ravi offline"), "{why}");
+    assert_eq!(dry["run"]["status"]["state"], "finished");
+    assert!(!dry["trace"].as_array().unwrap().is_empty());
+    assert_eq!(
+        t.get("/v1/events?limit=1000").await["events"].as_array().unwrap().len(),
+        before,
+        "a dry run changes nothing"
+    );
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+
+    // A draft naming a team that does not exist is kept, but not published.
+    let mut broken = w["draft"].clone();
+    broken["steps"]["assign"]["team"] = json!(987_654);
+    let saved = t.call(&t.admin, Method::PUT, &format!("/v1/workflows/{id}"), Some(broken)).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let refused = t.call(&t.admin, Method::POST, &format!("/v1/workflows/{id}/publish"), None).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.body["error"]["code"], "invalid_workflow");
+    assert_eq!(refused.body["error"]["problems"][0]["path"], "steps.assign.team");
+    assert_eq!(refused.body["error"]["problems"][0]["code"], "unknown_team");
+    assert_eq!(t.get(&format!("/v1/workflows/{id}")).await["published_version"], 1, "nothing was published");
+
+    // Fixed and published again; then rolled back to the first version.
+    let mut fixed = w["draft"].clone();
+    fixed["steps"]["welcome"]["text"] = json!("Welcome {{contact.name}}!");
+    t.ok(Method::PUT, &format!("/v1/workflows/{id}"), fixed).await;
+    assert_eq!(
+        t.ok(Method::POST, &format!("/v1/workflows/{id}/publish"), json!({})).await["published_version"],
+        2
+    );
+    let versions = t.get(&format!("/v1/workflows/{id}/versions")).await;
+    let texts: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["document"]["steps"]["welcome"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "Hi {{contact.name}}, thanks for your message! Someone will be with you shortly.",
+            "Welcome {{contact.name}}!"
+        ]
+    );
+    let back = t.ok(Method::POST, &format!("/v1/workflows/{id}/rollback"), json!({ "version": 1 })).await;
+    assert_eq!(back["published_version"], 1);
+    let dry = t
+        .ok(
+            Method::POST,
+            &format!("/v1/workflows/{id}/dry-run"),
+            json!({ "version": 2, "contact": { "name": "Mia" } }),
+        )
+        .await;
+    assert_eq!(dry["effects"][0]["text"], "Welcome Mia!", "a version can be tried too");
+    let missing = t
+        .call(&t.admin, Method::POST, &format!("/v1/workflows/{id}/rollback"), Some(json!({ "version": 9 })))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(t.ok(Method::POST, &format!("/v1/workflows/{id}/disable"), json!({})).await["enabled"], false);
+    assert_eq!(t.ok(Method::POST, &format!("/v1/workflows/{id}/enable"), json!({})).await["enabled"], true);
+
+    // Malformed documents and templates are refused with their place; nothing is created.
+    let count = t.get("/v1/workflows").await["workflows"].as_array().unwrap().len();
+    let mut bad = w["draft"].clone();
+    bad["steps"]["welcome"]["txt"] = json!("typo");
+    let r = t.call(&t.admin, Method::POST, "/v1/workflows", Some(bad)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_workflow"))
+    );
+    assert_eq!(r.body["error"]["problems"][0]["path"], "steps.welcome", "{}", r.body);
+    let r = t
+        .call(
+            &t.admin,
+            Method::POST,
+            "/v1/workflows",
+            Some(json!({ "template": "business_hours_away", "team": support })),
+        )
+        .await;
+    assert_eq!(r.body["error"]["code"], "missing_parameter", "{}", r.body);
+    let r = t.call(&t.admin, Method::POST, "/v1/workflows", Some(json!({ "template": "teleport" }))).await;
+    assert_eq!(r.body["error"]["code"], "unknown_template");
+    let r = t.raw(Some(&t.admin), Method::POST, "/v1/workflows", Some("{ not json".into())).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")));
+    let r = t.call(&t.admin, Method::POST, "/v1/workflows/999999/publish", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(t.get("/v1/workflows").await["workflows"].as_array().unwrap().len(), count);
+}
+
+/// Calendars: a bad schedule is refused with each mistake at its place; a good one says
+/// whether it is open now and when it opens next.
+async fn calendars_are_checked_and_say_when_they_open(t: TestApp) {
+    let bad = json!({ "name": "Office", "time_zone": "Europe/Atlantis", "weekly": { "mon": [["09:00", "08:00"]] } });
+    let r = t.call(&t.admin, Method::POST, "/v1/calendars", Some(bad)).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_calendar"))
+    );
+    let places: Vec<&str> =
+        r.body["error"]["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(places, vec!["time_zone", "weekly.mon[0]"]);
+    let every_day: serde_json::Map<String, Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| (d.to_string(), json!([["00:00", "24:00"]])))
+        .collect();
+    let c = t
+        .ok(
+            Method::POST,
+            "/v1/calendars",
+            json!({ "name": "Always", "time_zone": "Europe/Paris", "weekly": every_day }),
+        )
+        .await;
+    assert_eq!(c["open_now"], true);
+    assert!(c["next_opening"].is_string());
+    let id = c["id"].as_i64().unwrap();
+    let closed = t
+        .ok(Method::PUT, &format!("/v1/calendars/{id}"), json!({ "name": "Never", "time_zone": "UTC" }))
+        .await;
+    assert_eq!((closed["open_now"].as_bool(), closed["next_opening"].is_null()), (Some(false), true));
+    assert_eq!(t.get("/v1/calendars").await["calendars"].as_array().unwrap().len(), 1);
+    let r = t
+        .call(
+            &t.admin,
+            Method::POST,
+            "/v1/calendars",
+            Some(json!({ "name": "T", "time_zone": "UTC", "team": 424_242 })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }

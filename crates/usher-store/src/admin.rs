@@ -30,7 +30,7 @@ fn new_secret() -> String {
     format!("usher_{hex}")
 }
 
-fn check_len(field: &str, value: &str) -> Result<(), StoreError> {
+pub(crate) fn check_len(field: &str, value: &str) -> Result<(), StoreError> {
     if value.contains('\0') {
         return Err(StoreError::invalid("invalid_field", format!("{field} contains a NUL character")));
     }
@@ -827,6 +827,14 @@ impl Store {
         .bind(i64::from(patch.language.is_some()))
         .execute(&mut *tx)
         .await?;
+        // The workspace's field names, for checking the workflows that read them.
+        for name in attributes.keys() {
+            query("INSERT INTO contact_fields (workspace_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(ws)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         append_events(
             &mut tx,
             ws,

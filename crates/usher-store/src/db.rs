@@ -287,6 +287,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "named_agents", include_str!("../migrations/sqlite/0005_named_agents.sql")),
     (6, "pending_events", include_str!("../migrations/sqlite/0006_pending_events.sql")),
     (7, "language_confidence", include_str!("../migrations/sqlite/0007_language_confidence.sql")),
+    (8, "workflows", include_str!("../migrations/sqlite/0008_workflows.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
@@ -296,6 +297,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "named_agents", include_str!("../migrations/postgres/0005_named_agents.sql")),
     (6, "pending_events", include_str!("../migrations/postgres/0006_pending_events.sql")),
     (7, "language_confidence", include_str!("../migrations/postgres/0007_language_confidence.sql")),
+    (8, "workflows", include_str!("../migrations/postgres/0008_workflows.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).

@@ -42,6 +42,16 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// A document (a workflow, a calendar) has problems, each at its place.
+    #[error("{message}")]
+    Document {
+        /// A stable machine code, e.g. `invalid_workflow`.
+        code: &'static str,
+        /// A sentence for humans.
+        message: String,
+        /// Every problem, with its place in the document.
+        problems: Vec<usher_workflow::Problem>,
+    },
     /// Another transaction changed what this one read before locking it; run it again.
     #[error("concurrent change; retry")]
     Moved,

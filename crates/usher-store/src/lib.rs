@@ -43,6 +43,7 @@ mod routing;
 mod sql;
 pub mod stats;
 pub mod types;
+pub mod workflows;
 mod writer;
 
 pub use db::{Backend, Store};

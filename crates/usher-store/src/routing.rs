@@ -982,7 +982,7 @@ impl Store {
         Ok((id, false))
     }
 
-    fn decide(
+    pub(crate) fn decide(
         &self,
         snapshot: &Snapshot,
         request: &AssignRequest,
