@@ -1055,6 +1055,23 @@ async fn workflows_are_drafted_published_versioned_and_tried(t: TestApp) {
     let r = t.call(&t.admin, Method::POST, "/v1/workflows/999999/publish", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(t.get("/v1/workflows").await["workflows"].as_array().unwrap().len(), count);
+
+    // Publishes at once number their versions in turn.
+    let path = format!("/v1/workflows/{id}/publish");
+    let (a, b, c) = tokio::join!(
+        t.call(&t.admin, Method::POST, &path, None),
+        t.call(&t.admin, Method::POST, &path, None),
+        t.call(&t.admin, Method::POST, &path, None)
+    );
+    let mut got: Vec<i64> = [a, b, c]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body["published_version"].as_i64().unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![3, 4, 5]);
 }
 
 /// Calendars: a bad schedule is refused with each mistake at its place; a good one says

@@ -384,23 +384,34 @@ impl Store {
     }
 
     /// Checks the draft against the workspace and freezes it as the next version, which then
-    /// runs; the workflow is enabled. A draft with problems is refused with all of them.
+    /// runs; the workflow is enabled. A draft with problems is refused with all of them. The
+    /// workflow row is locked first, so concurrent publishes number their versions in turn and
+    /// each freezes the draft as it is when it runs.
     pub async fn publish_workflow(
         &self,
         ws: i64,
         id: i64,
         now: Millis,
     ) -> Result<WorkflowRecord, StoreError> {
-        let current = self.workflow(ws, id).await?;
-        let problems = usher_workflow::validate(&current.draft, &self.directory(ws).await?);
+        let directory = self.directory(ws).await?;
+        let mut tx = self.begin().await?;
+        let sql = format!("SELECT * FROM workflows WHERE id = $1 AND workspace_id = $2{}", self.for_update());
+        let row = query(&sql)
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("workflow {id}")))?;
+        let draft = workflow_record(&row)?.draft;
+        let problems = usher_workflow::validate(&draft, &directory);
         if !problems.is_empty() {
+            tx.rollback().await?;
             return Err(document_error(
                 "invalid_workflow",
                 &format!("the draft has {} problem(s); nothing was published", problems.len()),
                 problems,
             ));
         }
-        let mut tx = self.begin().await?;
         let version: i64 =
             query("SELECT COALESCE(MAX(version), 0) + 1 FROM workflow_versions WHERE workflow_id = $1")
                 .bind(id)
@@ -410,21 +421,13 @@ impl Store {
         query("INSERT INTO workflow_versions (workflow_id, version, document, published_at) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(version)
-            .bind(serde_json::to_string(&current.draft)?)
+            .bind(serde_json::to_string(&draft)?)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        query("UPDATE workflows SET published_version = $1, enabled = 1, updated_at = $2 WHERE id = $3")
-            .bind(version)
-            .bind(now)
-            .bind(id)
             .execute(&mut *tx)
             .await?;
         let event =
             PendingEvent::new("workflow.published").data(json!({ "workflow": id, "version": version }));
-        append_events(&mut tx, ws, now, &[event]).await?;
-        tx.commit().await?;
-        self.workflow(ws, id).await
+        self.change_workflow(tx, ws, id, "published_version = $1, enabled = 1", version, event, now).await
     }
 
     /// Makes an earlier version the one that runs.
@@ -435,20 +438,11 @@ impl Store {
         version: i64,
         now: Millis,
     ) -> Result<WorkflowRecord, StoreError> {
-        self.workflow(ws, id).await?;
         self.workflow_version(ws, id, version).await?;
-        let mut tx = self.begin().await?;
-        query("UPDATE workflows SET published_version = $1, updated_at = $2 WHERE id = $3")
-            .bind(version)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let tx = self.begin().await?;
         let event =
             PendingEvent::new("workflow.rolled_back").data(json!({ "workflow": id, "version": version }));
-        append_events(&mut tx, ws, now, &[event]).await?;
-        tx.commit().await?;
-        self.workflow(ws, id).await
+        self.change_workflow(tx, ws, id, "published_version = $1", version, event, now).await
     }
 
     /// Enables or disables a workflow (enabling needs a published version).
@@ -463,15 +457,33 @@ impl Store {
         if enabled && current.published_version.is_none() {
             return Err(StoreError::conflict("not_published", "publish the workflow before enabling it"));
         }
-        let mut tx = self.begin().await?;
-        query("UPDATE workflows SET enabled = $1, updated_at = $2 WHERE id = $3")
-            .bind(i64::from(enabled))
+        let tx = self.begin().await?;
+        let kind = if enabled { "workflow.enabled" } else { "workflow.disabled" };
+        let event = PendingEvent::new(kind).data(json!({ "workflow": id }));
+        self.change_workflow(tx, ws, id, "enabled = $1", i64::from(enabled), event, now).await
+    }
+
+    /// The common end of a change to a workflow row: `set` (with `$1` bound to `value`), the
+    /// event, the commit, and the workflow as it now is.
+    #[allow(clippy::too_many_arguments)] // the parts of one change, each used once
+    async fn change_workflow(
+        &self,
+        mut tx: crate::db::Tx,
+        ws: i64,
+        id: i64,
+        set: &str,
+        value: i64,
+        event: PendingEvent,
+        now: Millis,
+    ) -> Result<WorkflowRecord, StoreError> {
+        query(&format!("UPDATE workflows SET {set}, updated_at = $2 WHERE id = $3 AND workspace_id = $4"))
+            .bind(value)
             .bind(now)
             .bind(id)
+            .bind(ws)
             .execute(&mut *tx)
             .await?;
-        let kind = if enabled { "workflow.enabled" } else { "workflow.disabled" };
-        append_events(&mut tx, ws, now, &[PendingEvent::new(kind).data(json!({ "workflow": id }))]).await?;
+        append_events(&mut tx, ws, now, &[event]).await?;
         tx.commit().await?;
         self.workflow(ws, id).await
     }
