@@ -88,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         .route("/conversations/{id}/close", post(routes::close))
         .route("/conversations/{id}/reopen", post(routes::reopen))
         .route("/conversations/{id}/trace", get(routes::trace))
+        .route("/conversations/{id}/messages", post(routes::post_message).get(routes::list_messages))
         .route("/events", get(routes::events))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
         .route("/calendars/{id}", get(workflow_routes::get_calendar).put(workflow_routes::update_calendar))

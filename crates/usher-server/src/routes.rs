@@ -896,3 +896,62 @@ pub async fn events(
     let next = events.last().map_or(q.after, |e| e.seq);
     Ok(Json(json!({ "events": events, "next_after": next })))
 }
+
+/// Body of `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    text: String,
+    /// `contact` (inbound) or `agent` (an answer); by default the caller's kind: an agent
+    /// token writes as its agent, an integration token as the contact.
+    #[serde(default)]
+    author: Option<usher_store::Author>,
+    /// The agent answering (managers and admins; an agent token is always its own agent).
+    #[serde(default)]
+    agent: Option<i64>,
+}
+
+/// `POST /v1/conversations/{id}/messages`: the contact's message (integrations: channel
+/// adapters) or an answer of the agent who holds it. 201 with the message.
+pub async fn post_message(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Body(b): Body<MessageBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    use usher_store::Author;
+    let conversation = id(&raw, "conversation")?;
+    let (author, agent) = match (caller.0.role, b.author) {
+        (Role::Integration, None | Some(Author::Contact)) => (Author::Contact, None),
+        (Role::Integration, Some(Author::Agent)) => return Err(ApiError::forbidden("write as an agent")),
+        (Role::Agent, None | Some(Author::Agent)) => {
+            if b.agent.is_some() && b.agent != caller.0.agent {
+                return Err(ApiError::forbidden("write as another agent"));
+            }
+            (Author::Agent, caller.0.agent)
+        }
+        (Role::Agent, Some(Author::Contact)) => return Err(ApiError::forbidden("write as the contact")),
+        (Role::Admin | Role::Manager, author) => (author.unwrap_or(Author::Agent), b.agent),
+    };
+    if author == Author::Contact && b.agent.is_some() {
+        return Err(ApiError::invalid("invalid_field", "a contact's message names no agent"));
+    }
+    let m = s.store.post_message(caller.ws(), conversation, author, agent, &b.text, now_millis()).await?;
+    Ok((StatusCode::CREATED, Json(json!(m))))
+}
+
+/// `GET /v1/conversations/{id}/messages?after=ID&limit=N`: the messages in order.
+pub async fn list_messages(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Params(q): Params<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    let conversation = id(&raw, "conversation")?;
+    if caller.0.role == Role::Agent {
+        visible(&s, &caller, conversation).await?;
+    }
+    let list = s.store.messages(caller.ws(), conversation, q.after, q.limit).await?;
+    let next = list.last().map(|m| m.id);
+    Ok(Json(json!({ "messages": list, "next_after": next })))
+}

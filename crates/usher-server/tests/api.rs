@@ -94,6 +94,7 @@ both!(claims, 0, 0, claims_race_cleanly_and_manual_assignment_respects_caps_unle
 both!(agent_visibility, 0, 0, an_agent_sees_its_own_and_its_teams_unheld_conversations_only);
 both!(workflows, 0, 0, workflows_are_drafted_published_versioned_and_tried);
 both!(calendars, 0, 0, calendars_are_checked_and_say_when_they_open);
+both!(messages, 0, 0, messages_flow_both_ways_and_record_the_first_response);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -738,6 +739,13 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
             Some(json!({ "tags": ["x"] })),
             vec!["admin", "manager", "integration"],
         ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{mine}/messages"),
+            Some(json!({ "text": "hello" })),
+            all.to_vec(),
+        ),
+        (Method::GET, format!("/v1/conversations/{mine}/messages"), None, all.to_vec()),
         (Method::GET, "/v1/workflow-templates".into(), None, vec!["admin", "manager"]),
         (
             Method::POST,
@@ -896,6 +904,7 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/workflows/{id}/dry-run",
         "/v1/calendars",
         "/v1/calendars/{id}",
+        "/v1/conversations/{id}/messages",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -1114,4 +1123,98 @@ async fn calendars_are_checked_and_say_when_they_open(t: TestApp) {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}
+
+/// The contact writes through a channel adapter (an integration token), the agent who holds
+/// the conversation answers, and the first answer after the assignment is the first response;
+/// nobody else may answer for them.
+async fn messages_flow_both_ways_and_record_the_first_response(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "online", 5).await;
+    let bob = t.agent("Bob", &[team], "offline", 5).await;
+    let adapter = t.token("integration", None).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let bob_token = t.token("agent", Some(bob)).await;
+    let c = t.open(team, "m1").await;
+    assert_eq!(c["assignee"], ana);
+    assert!(c["first_response_at"].is_null());
+    let id = c["id"].as_i64().unwrap();
+    let path = format!("/v1/conversations/{id}/messages");
+    let write = |token: &str, body: Value| {
+        let token = token.to_string();
+        let path = path.clone();
+        let t = &t;
+        async move { t.call(&token, Method::POST, &path, Some(body)).await }
+    };
+    let m = write(&adapter, json!({ "text": "Where is my parcel?" })).await;
+    assert_eq!(m.status, StatusCode::CREATED, "{}", m.body);
+    assert_eq!((m.body["direction"].as_str(), m.body["author"].as_str()), (Some("inbound"), Some("contact")));
+    assert!(
+        t.get(&format!("/v1/conversations/{id}")).await["first_response_at"].is_null(),
+        "the contact's message is no response"
+    );
+    let r = write(&ana_token, json!({ "text": "Let me check." })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!((r.body["direction"].as_str(), r.body["agent"].as_i64()), (Some("outbound"), Some(ana)));
+    let first = t.get(&format!("/v1/conversations/{id}")).await["first_response_at"].clone();
+    assert!(first.is_string());
+    t.ok(Method::POST, &path, json!({ "text": "It ships tomorrow." })).await;
+    assert_eq!(
+        t.get(&format!("/v1/conversations/{id}")).await["first_response_at"],
+        first,
+        "only the first counts"
+    );
+
+    // Nobody answers for the holder; nobody writes as someone else.
+    let r = write(&bob_token, json!({ "text": "me too" })).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_assignee")));
+    let r = write(&adapter, json!({ "text": "x", "author": "agent" })).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = write(&ana_token, json!({ "text": "x", "author": "contact" })).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = write(&t.admin, json!({ "text": "x", "agent": bob })).await;
+    assert_eq!(r.body["error"]["code"], "not_assignee");
+    for (body, code) in [
+        (json!({ "text": "" }), "invalid_field"),
+        (json!({ "text": "a\u{0}b" }), "invalid_field"),
+        (json!({ "text": "x".repeat(20_000) }), "too_long"),
+        (json!({ "txt": "typo" }), "invalid_field"),
+    ] {
+        let r = write(&adapter, body).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{}",
+            r.body
+        );
+    }
+    let r = t
+        .call(&adapter, Method::POST, "/v1/conversations/999999/messages", Some(json!({ "text": "x" })))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // In order, paged; Bob may not read Ana's conversation; a closed one takes no messages.
+    let all = t.get(&path).await;
+    let texts: Vec<&str> =
+        all["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["Where is my parcel?", "Let me check.", "It ships tomorrow."]);
+    let first_id = all["messages"][0]["id"].as_i64().unwrap();
+    let page = t.get(&format!("{path}?after={first_id}&limit=1")).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(page["messages"][0]["text"], "Let me check.");
+    assert_eq!(t.call(&bob_token, Method::GET, &path, None).await.status, StatusCode::FORBIDDEN);
+    t.ok(Method::POST, &format!("/v1/conversations/{id}/close"), json!({})).await;
+    let r = write(&adapter, json!({ "text": "hello?" })).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conversation_closed"))
+    );
+    let kinds: Vec<String> = t.get("/v1/events?limit=1000").await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .filter(|k| k.starts_with("message."))
+        .collect();
+    assert_eq!(kinds, vec!["message.received", "message.sent", "message.sent"]);
 }

@@ -39,6 +39,7 @@ pub mod bench;
 mod db;
 mod error;
 pub mod language;
+mod messages;
 mod routing;
 mod sql;
 pub mod stats;

@@ -89,7 +89,7 @@ pub(crate) struct ConvRow {
 
 pub(crate) const CONV_COLUMNS: &str =
     "c.id, c.status, c.assignee_id, c.last_assignee_id, c.team_id, c.reserved_for, \
-     c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, \
+     c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, c.first_response_at, \
      k.id AS contact_id, k.channel AS contact_channel, k.external_id, k.name AS contact_name, \
      k.language AS contact_language, k.language_confidence AS contact_language_confidence, \
      k.tags AS contact_tags, k.attributes AS contact_attributes";
@@ -152,6 +152,7 @@ pub(crate) fn conversation_view(row: &Row, place: Option<QueuePlace>) -> Result<
         opened_at: rfc3339(row.try_get("opened_at")?),
         assigned_at: row.try_get::<Option<i64>, _>("assigned_at")?.map(rfc3339),
         closed_at: row.try_get::<Option<i64>, _>("closed_at")?.map(rfc3339),
+        first_response_at: row.try_get::<Option<i64>, _>("first_response_at")?.map(rfc3339),
     })
 }
 

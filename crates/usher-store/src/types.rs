@@ -345,6 +345,8 @@ pub struct Conversation {
     pub assigned_at: Option<String>,
     /// Closed.
     pub closed_at: Option<String>,
+    /// When an agent first answered after the assignment (RFC 3339).
+    pub first_response_at: Option<String>,
 }
 
 /// A filter for listing conversations.
@@ -437,4 +439,43 @@ pub struct CounterMismatch {
     pub stored: i64,
     /// The recounted value.
     pub actual: i64,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Author {
+    /// The contact (inbound).
+    Contact,
+    /// An agent (outbound).
+    Agent,
+}
+
+impl Author {
+    /// Its name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Author::Contact => "contact",
+            Author::Agent => "agent",
+        }
+    }
+}
+
+/// A message of a conversation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// Its id.
+    pub id: i64,
+    /// The conversation.
+    pub conversation: i64,
+    /// `inbound` (from the contact) or `outbound`.
+    pub direction: String,
+    /// Who wrote it.
+    pub author: Author,
+    /// The agent who wrote it.
+    pub agent: Option<i64>,
+    /// The text.
+    pub text: String,
+    /// When (RFC 3339).
+    pub at: String,
 }

@@ -1,0 +1,159 @@
+//! A conversation's messages: what the contact wrote (inbound, from a channel adapter) and
+//! what agents answered (outbound). The first agent message after the assignment records the
+//! conversation's first response time. Messages change no routing state, so a message takes
+//! no team or agent lock: only the conversation's row, for its first response.
+
+use crate::db::{append_events, PendingEvent, Store};
+use crate::error::StoreError;
+use crate::limits;
+use crate::routing::parse_enum;
+use crate::sql::{query, Row};
+use crate::types::{rfc3339, Author, Message, Millis};
+use serde_json::json;
+use usher_core::manual::Status;
+
+fn message_view(row: &Row) -> Result<Message, StoreError> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        conversation: row.try_get("conversation_id")?,
+        direction: row.try_get("direction")?,
+        author: parse_enum(&row.try_get::<String, _>("author")?)?,
+        agent: row.try_get("agent_id")?,
+        text: row.try_get("text")?,
+        at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+impl Store {
+    /// Adds a message to a conversation. An agent's message must come from the agent who holds
+    /// the conversation; a contact's may come while it is open. Closed conversations take no
+    /// messages (reopen first).
+    pub async fn post_message(
+        &self,
+        ws: i64,
+        conversation: i64,
+        author: Author,
+        agent: Option<i64>,
+        text: &str,
+        now: Millis,
+    ) -> Result<Message, StoreError> {
+        if text.trim().is_empty() || text.contains('\0') {
+            return Err(StoreError::invalid(
+                "invalid_field",
+                "text must not be empty nor hold NUL characters",
+            ));
+        }
+        if text.len() > limits::MESSAGE_LEN {
+            return Err(StoreError::invalid(
+                "too_long",
+                format!("text is longer than {} bytes", limits::MESSAGE_LEN),
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let lock = match self.backend {
+            crate::db::Backend::Postgres => " FOR UPDATE",
+            crate::db::Backend::Sqlite => "",
+        };
+        let row = query(&format!(
+            "SELECT status, assignee_id, assigned_at, first_response_at FROM conversations WHERE id = $1 AND workspace_id = $2{lock}"
+        ))
+        .bind(conversation)
+        .bind(ws)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("conversation {conversation}")))?;
+        let status: Status = parse_enum(&row.try_get::<String, _>("status")?)?;
+        if status == Status::Closed {
+            return Err(StoreError::conflict(
+                "conversation_closed",
+                "the conversation is closed; reopen it first",
+            ));
+        }
+        let assignee: Option<i64> = row.try_get("assignee_id")?;
+        let (direction, agent) = match author {
+            Author::Contact => ("inbound", None),
+            Author::Agent => {
+                let Some(a) = agent.or(assignee) else {
+                    return Err(StoreError::conflict(
+                        "not_assigned",
+                        "nobody holds the conversation to answer it",
+                    ));
+                };
+                if assignee != Some(a) {
+                    return Err(StoreError::conflict(
+                        "not_assignee",
+                        format!("agent {a} does not hold the conversation (claim it first)"),
+                    ));
+                }
+                ("outbound", Some(a))
+            }
+        };
+        let id: i64 = query(
+            "INSERT INTO messages (workspace_id, conversation_id, direction, author, agent_id, text, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(ws)
+        .bind(conversation)
+        .bind(direction)
+        .bind(author.as_str())
+        .bind(agent)
+        .bind(text)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let first = author == Author::Agent
+            && row.try_get::<Option<i64>, _>("assigned_at")?.is_some()
+            && row.try_get::<Option<i64>, _>("first_response_at")?.is_none();
+        if first {
+            query("UPDATE conversations SET first_response_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(conversation)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let kind = if author == Author::Contact { "message.received" } else { "message.sent" };
+        let event = PendingEvent::new(kind)
+            .conversation(conversation)
+            .agent(agent)
+            .data(json!({ "message": id, "first_response": first }));
+        append_events(&mut tx, ws, now, &[event]).await?;
+        tx.commit().await?;
+        Ok(Message {
+            id,
+            conversation,
+            direction: direction.into(),
+            author,
+            agent,
+            text: text.into(),
+            at: rfc3339(now),
+        })
+    }
+
+    /// A conversation's messages in order, after message `after`, at most `limit` (capped).
+    pub async fn messages(
+        &self,
+        ws: i64,
+        conversation: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let exists = query("SELECT id FROM conversations WHERE id = $1 AND workspace_id = $2")
+            .bind(conversation)
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found(format!("conversation {conversation}")));
+        }
+        let limit = limit.clamp(1, limits::EVENTS_PAGE);
+        let rows = query(&format!(
+            "SELECT * FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT {limit}"
+        ))
+        .bind(conversation)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_view).collect()
+    }
+}
