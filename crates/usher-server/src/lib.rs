@@ -50,8 +50,10 @@ impl AppState {
         AppState::with_rate(store, limits::RATE_PER_SECOND, limits::RATE_BURST)
     }
 
-    /// State with a chosen rate limit (requests per second and burst, per token).
+    /// State with a chosen rate limit (requests per second and burst, per token). Starts the
+    /// workflow-run worker of this node (it needs a Tokio runtime).
     pub fn with_rate(store: Store, per_second: u32, burst: u32) -> AppState {
+        spawn_run_worker(store.clone());
         AppState { store, limiter: Arc::new(auth::RateLimiter::new(per_second, burst)) }
     }
 }
@@ -63,6 +65,30 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// How often a node looks for workflow runs that are due (a timer, or effects a crash left).
+pub const RUN_WORKER_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts the task that steps due workflow runs: timers that fire, effects left pending by a
+/// crash. Several nodes may run one each; a run is taken by one of them at a time.
+pub fn spawn_run_worker(store: Store) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RUN_WORKER_EVERY).await;
+            let now = now_millis();
+            match store.due_runs(now).await {
+                Ok(due) => {
+                    for (run, ws) in due {
+                        if let Err(e) = store.process_run(ws, run, now).await {
+                            tracing::warn!(error = %e, run, "run worker: step failed; it will be tried again");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "run worker: cannot read due runs"),
+            }
+        }
+    });
 }
 
 /// The whole application.
@@ -89,6 +115,8 @@ pub fn app(state: AppState) -> Router {
         .route("/conversations/{id}/reopen", post(routes::reopen))
         .route("/conversations/{id}/trace", get(routes::trace))
         .route("/conversations/{id}/messages", post(routes::post_message).get(routes::list_messages))
+        .route("/conversations/{id}/runs", get(workflow_routes::conversation_runs))
+        .route("/runs/{id}", get(workflow_routes::get_run))
         .route("/events", get(routes::events))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
         .route("/calendars/{id}", get(workflow_routes::get_calendar).put(workflow_routes::update_calendar))

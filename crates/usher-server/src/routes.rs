@@ -931,6 +931,7 @@ pub async fn post_message(
             (Author::Agent, caller.0.agent)
         }
         (Role::Agent, Some(Author::Contact)) => return Err(ApiError::forbidden("write as the contact")),
+        (_, Some(Author::Workflow)) => return Err(ApiError::forbidden("write as a workflow")),
         (Role::Admin | Role::Manager, author) => (author.unwrap_or(Author::Agent), b.agent),
     };
     if author == Author::Contact && b.agent.is_some() {

@@ -352,3 +352,25 @@ pub async fn update_calendar(
     }
     Ok(Json(json!(s.store.update_calendar(caller.ws(), cid, Some(&b.name), &b.spec(), now_millis()).await?)))
 }
+
+/// `GET /v1/conversations/{id}/runs`: the workflow runs of a conversation, with their history.
+pub async fn conversation_runs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.manage("read workflow runs")?;
+    let conversation = id(&raw, "conversation")?;
+    s.store.conversation(caller.ws(), conversation, now_millis()).await?;
+    Ok(Json(json!({ "runs": s.store.conversation_runs(caller.ws(), conversation).await? })))
+}
+
+/// `GET /v1/runs/{id}`: a run, where it stands and its history step by step.
+pub async fn get_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.manage("read workflow runs")?;
+    Ok(Json(json!(s.store.run(caller.ws(), id(&raw, "run")?).await?)))
+}

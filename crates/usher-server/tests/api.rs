@@ -95,6 +95,7 @@ both!(agent_visibility, 0, 0, an_agent_sees_its_own_and_its_teams_unheld_convers
 both!(workflows, 0, 0, workflows_are_drafted_published_versioned_and_tried);
 both!(calendars, 0, 0, calendars_are_checked_and_say_when_they_open);
 both!(messages, 0, 0, messages_flow_both_ways_and_record_the_first_response);
+both!(runs, 0, 0, a_published_menu_workflow_asks_then_routes_the_answer_to_its_team);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -905,6 +906,8 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/calendars",
         "/v1/calendars/{id}",
         "/v1/conversations/{id}/messages",
+        "/v1/conversations/{id}/runs",
+        "/v1/runs/{id}",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -1217,4 +1220,81 @@ async fn messages_flow_both_ways_and_record_the_first_response(t: TestApp) {
         .filter(|k| k.starts_with("message."))
         .collect();
     assert_eq!(kinds, vec!["message.received", "message.sent", "message.sent"]);
+}
+
+/// The seeds' airline menu, end to end: published, it replaces the default assignment; the
+/// contact is asked, answers through the channel adapter, the answer is saved and the
+/// conversation goes to the Refunds team; the run's history says every step. A request that
+/// names its own routing is routed as it asks.
+async fn a_published_menu_workflow_asks_then_routes_the_answer_to_its_team(t: TestApp) {
+    let general = t.team("General", "round_robin").await;
+    let refunds = t.team("Refunds", "round_robin").await;
+    t.agent("Gil", &[general], "online", 5).await;
+    let rita = t.agent("Rita", &[refunds], "online", 5).await;
+    let adapter = t.token("integration", None).await;
+    let w = t
+        .ok(
+            Method::POST,
+            "/v1/workflows",
+            json!({ "template": "menu_then_team", "team": general, "second_team": refunds }),
+        )
+        .await;
+    t.ok(Method::POST, &format!("/v1/workflows/{}/publish", w["id"]), json!({})).await;
+
+    let c = t
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "whatsapp", "team": general, "contact": { "external_id": "+331", "name": "Mia" }, "message": "hello" }),
+        )
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    assert_eq!(c["status"], "unassigned", "waiting for the answer, not assigned by default: {c}");
+    let messages = t.get(&format!("/v1/conversations/{id}/messages")).await;
+    assert_eq!(messages["messages"][0]["author"], "workflow");
+    assert_eq!(messages["messages"][0]["text"], "Hi Mia! What can we help you with?");
+    let runs = t.get(&format!("/v1/conversations/{id}/runs")).await;
+    assert_eq!(runs["runs"][0]["status"], "active");
+    assert_eq!(runs["runs"][0]["state"]["status"]["step"], "ask");
+
+    let r = t
+        .call(
+            &adapter,
+            Method::POST,
+            &format!("/v1/conversations/{id}/messages"),
+            Some(json!({ "text": "refund" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let c = t.get(&format!("/v1/conversations/{id}")).await;
+    assert_eq!(
+        (c["status"].as_str(), c["assignee"].as_i64(), c["team"].as_i64()),
+        (Some("assigned"), Some(rita), Some(refunds)),
+        "{c}"
+    );
+    assert_eq!(c["contact"]["attributes"]["need"], "Refund");
+    let run_id = runs["runs"][0]["id"].as_i64().unwrap();
+    let run = t.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "finished", "{run}");
+    assert!(run["pending"].as_array().unwrap().is_empty());
+    let inputs: Vec<&str> =
+        run["steps"].as_array().unwrap().iter().map(|s| s["input"]["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs, vec!["start", "message", "assigned"]);
+    let trace = t.get(&format!("/v1/conversations/{id}/trace")).await;
+    assert!(trace["decisions"][0]["explanation"].as_str().unwrap().contains("Rita"), "{trace}");
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+
+    // Explicit routing in the request wins over the workflow.
+    let direct = t
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "whatsapp", "team": general, "contact": { "external_id": "+332" }, "when_nobody": "queue" }),
+        )
+        .await;
+    assert_eq!(direct["status"], "assigned", "{direct}");
+    assert!(t.get(&format!("/v1/conversations/{}/runs", direct["id"])).await["runs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

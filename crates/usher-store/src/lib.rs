@@ -41,6 +41,7 @@ mod error;
 pub mod language;
 mod messages;
 mod routing;
+pub mod runs;
 mod sql;
 pub mod stats;
 pub mod types;

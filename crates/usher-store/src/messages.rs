@@ -72,6 +72,7 @@ impl Store {
         let assignee: Option<i64> = row.try_get("assignee_id")?;
         let (direction, agent) = match author {
             Author::Contact => ("inbound", None),
+            Author::Workflow => ("outbound", None),
             Author::Agent => {
                 let Some(a) = agent.or(assignee) else {
                     return Err(StoreError::conflict(
@@ -119,6 +120,18 @@ impl Store {
             .data(json!({ "message": id, "first_response": first }));
         append_events(&mut tx, ws, now, &[event]).await?;
         tx.commit().await?;
+        // The conversation's runs hear of it: a contact's message answers a question, an
+        // agent's reply ends a no-reply watch.
+        let input = match author {
+            Author::Contact => Some(usher_workflow::engine::Input::Message { text: text.to_string() }),
+            Author::Agent => Some(usher_workflow::engine::Input::AgentReplied),
+            Author::Workflow => None,
+        };
+        if let Some(input) = input {
+            if let Err(e) = self.feed_runs(ws, conversation, &input, now).await {
+                tracing::warn!(error = %e, conversation, "runs will hear of the message from the worker");
+            }
+        }
         Ok(Message {
             id,
             conversation,

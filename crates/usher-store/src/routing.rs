@@ -231,6 +231,10 @@ fn detected_language(new: &NewConversation) -> Option<crate::language::Detected>
     new.message.as_deref().and_then(crate::language::detect)
 }
 
+/// A manual operation on a conversation: the core's pure transition, given the snapshot.
+pub(crate) type ManualOp<'a> =
+    dyn Fn(&Snapshot, CoreConversation, Context) -> Result<Change, ManualError> + Sync + 'a;
+
 /// What a command produced besides the conversation itself.
 struct Work {
     /// The workspace the command runs in.
@@ -775,7 +779,22 @@ impl Store {
         now: Millis,
     ) -> Result<(Conversation, bool), StoreError> {
         let started = std::time::Instant::now();
-        let (id, replayed) = retrying!(self.open_once(ws, new, idempotency_key, now).await)?;
+        // A published workflow replaces the team's default assignment, unless the request
+        // says how to route it itself.
+        let workflow = if new.leaves_routing_to_workflows() {
+            self.opened_workflow(ws, new.channel).await?
+        } else {
+            None
+        };
+        let (id, replayed, run) =
+            retrying!(self.open_once(ws, new, idempotency_key, workflow.as_ref(), now).await)?;
+        if let Some(run) = run {
+            // The run's first steps (the greeting, the assignment) before answering; after a
+            // crash here the worker carries them out.
+            if let Err(e) = self.process_run(ws, run, now).await {
+                tracing::warn!(error = %e, run, "the run will go on in the worker");
+            }
+        }
         crate::stats::DECISION_LATENCY.observe(started.elapsed().as_secs_f64());
         Ok((self.conversation(ws, id, now).await?, replayed))
     }
@@ -785,8 +804,9 @@ impl Store {
         ws: i64,
         new: &NewConversation,
         key: Option<&str>,
+        workflow: Option<&(i64, i64, usher_workflow::Workflow)>,
         now: Millis,
-    ) -> Result<(i64, bool), StoreError> {
+    ) -> Result<(i64, bool, Option<i64>), StoreError> {
         let mut tx = self.begin().await?;
         if let Some(key) = key {
             // The request's fingerprint: the same key must come with the same request.
@@ -817,7 +837,7 @@ impl Store {
                         "this Idempotency-Key was used with a different request",
                     ));
                 }
-                return Ok((row.try_get("conversation_id")?, true));
+                return Ok((row.try_get("conversation_id")?, true, None));
             }
         }
         let ctx = self.context(&mut tx, ws, now).await?;
@@ -945,6 +965,12 @@ impl Store {
             ),
         );
         let language = if new.match_language { language } else { None };
+        if let Some(found) = workflow {
+            append_events(&mut tx, ws, now, &work.events).await?;
+            let run = self.start_run(&mut tx, ws, found, id, now).await?;
+            tx.commit().await?;
+            return Ok((id, false, Some(run)));
+        }
         if let Some(target) = target {
             let request = AssignRequest {
                 conversation: ConversationId(id),
@@ -980,7 +1006,7 @@ impl Store {
         }
         append_events(&mut tx, ws, now, &work.events).await?;
         tx.commit().await?;
-        Ok((id, false))
+        Ok((id, false, None))
     }
 
     pub(crate) fn decide(
@@ -1002,19 +1028,36 @@ impl Store {
         now: Millis,
         event: &'static str,
         extra_agent: Option<i64>,
-        op: &(dyn Fn(&Snapshot, CoreConversation, Context) -> Result<Change, ManualError> + Sync),
+        op: &ManualOp<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let ctx = self.context(&mut tx, ws, now).await?;
+        self.manual_in(&mut tx, ws, id, now, event, extra_agent, op).await?;
+        tx.commit().await
+    }
+
+    /// [`Store::manual_command`] inside the caller's transaction (a workflow's unassign or
+    /// close step, applied with the rest of its run's state).
+    #[allow(clippy::too_many_arguments)] // the parts of one command, each used once
+    pub(crate) async fn manual_in(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        id: i64,
+        now: Millis,
+        event: &'static str,
+        extra_agent: Option<i64>,
+        op: &ManualOp<'_>,
+    ) -> Result<(), StoreError> {
+        let ctx = self.context(tx, ws, now).await?;
         // Scope from an unlocked read, checked again after locking.
-        let first = self.conv_for_update(&mut tx, ws, id, false).await?;
+        let first = self.conv_for_update(tx, ws, id, false).await?;
         let agents = [first.state.assignee.map(|a| a.0), extra_agent, first.reserved_for];
-        let mut scope = Scope::of_agents(self, &mut tx, agents.into_iter().flatten()).await?;
+        let mut scope = Scope::of_agents(self, tx, agents.into_iter().flatten()).await?;
         if let Some(t) = first.state.team {
             scope.teams.insert(t.0);
         }
-        let Loaded { snapshot, queue, names, .. } = self.load(&mut tx, ws, &scope, Need::Drain).await?;
-        let conv = self.conv_for_update(&mut tx, ws, id, true).await?;
+        let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, Need::Drain).await?;
+        let conv = self.conv_for_update(tx, ws, id, true).await?;
         if conv.state.team != first.state.team || conv.state.assignee != first.state.assignee {
             return Err(StoreError::Moved);
         }
@@ -1041,7 +1084,7 @@ impl Store {
             .bind(now)
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             if let Some(agent) = change.assigned {
                 query(
@@ -1049,11 +1092,11 @@ impl Store {
                 )
                 .bind(agent.0)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             if change.released.is_some() {
-                self.record_release(&mut tx, conv.state.team, now).await?;
+                self.record_release(tx, conv.state.team, now).await?;
             }
             work.events.push(
                 PendingEvent::new(event)
@@ -1210,18 +1253,21 @@ impl Store {
             let decision = self.decide(&after, &request, ctx)?;
             queue::apply(&mut after, &request, &decision, ctx);
             self.record_decision(&mut tx, id, &request, &decision, &mut work).await?;
-            return self.finish(tx, &snapshot, after, queue, id, false, work).await;
+            self.finish(&mut tx, &snapshot, after, queue, id, false, work).await?;
+            return tx.commit().await;
         }
         let freed = change.released.is_some();
-        self.finish(tx, &snapshot, after, queue, id, freed, work).await
+        self.finish(&mut tx, &snapshot, after, queue, id, freed, work).await?;
+        tx.commit().await
     }
 
     /// The common end of a manual command: when capacity was freed, drain the queue (less
-    /// the conversation just handled), write back what moved, append the events, commit.
+    /// the conversation just handled), write back what moved, append the events (the caller
+    /// commits).
     #[allow(clippy::too_many_arguments)] // the parts of one command, each used once
     async fn finish(
         &self,
-        mut tx: Tx,
+        tx: &mut Tx,
         before: &Snapshot,
         mut after: Snapshot,
         queue: Vec<Waiting>,
@@ -1232,11 +1278,10 @@ impl Store {
         if freed {
             let remaining: Vec<Waiting> =
                 queue.into_iter().filter(|w| w.conversation().0 != handled).collect();
-            self.drain(&mut tx, &mut after, &remaining, &mut work).await?;
+            self.drain(tx, &mut after, &remaining, &mut work).await?;
         }
-        self.save(&mut tx, before, &after).await?;
-        append_events(&mut tx, work.ws, work.ctx.now.0, &work.events).await?;
-        tx.commit().await?;
+        self.save(tx, before, &after).await?;
+        append_events(tx, work.ws, work.ctx.now.0, &work.events).await?;
         Ok(())
     }
 
@@ -1453,4 +1498,86 @@ impl Store {
 /// A stored confidence (thousandths) as the API shows it (0 to 1).
 pub(crate) fn confidence(thousandths: Option<i64>) -> Option<f64> {
     thousandths.map(|t| t as f64 / 1000.0)
+}
+
+/// What came of routing a conversation for a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Assigned to this agent.
+    Assigned(i64),
+    /// Waiting in a queue.
+    Queued,
+    /// Nobody took it; it stays unassigned.
+    Unassigned,
+}
+
+impl Store {
+    /// Routes an existing conversation with `request` (a workflow's assign step) inside the
+    /// caller's transaction: those waiting go first, then it is decided; its team becomes the
+    /// request's. Agents in `exclude` are passed over (a reassignment after silence). A
+    /// conversation someone already holds is left as it is.
+    pub(crate) async fn route_in(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        mut request: AssignRequest,
+        exclude: &[i64],
+        now: Millis,
+    ) -> Result<Routed, StoreError> {
+        let id = request.conversation.0;
+        let ctx = self.context(tx, ws, now).await?;
+        let first = self.conv_for_update(tx, ws, id, false).await?;
+        if let Some(a) = first.state.assignee.filter(|_| exclude.is_empty()) {
+            return Ok(Routed::Assigned(a.0));
+        }
+        if first.state.status == Status::Closed {
+            return Ok(Routed::Unassigned);
+        }
+        let agents = [first.state.assignee.map(|a| a.0)].into_iter().flatten();
+        let mut scope = Scope::of_agents(self, tx, agents).await?;
+        scope.teams.extend(request.team().map(|t| t.0));
+        scope.teams.extend(first.state.team.map(|t| t.0));
+        if let Target::Agent { agent, .. } = request.target {
+            scope.agents.insert(agent.0);
+        }
+        scope.agents.extend(request.previous_agent.map(|a| a.0));
+        let Loaded { snapshot, queue, names, .. } = self.load(tx, ws, &scope, Need::Decision).await?;
+        let conv = self.conv_for_update(tx, ws, id, true).await?;
+        if conv.state.assignee != first.state.assignee || conv.state.status != first.state.status {
+            return Err(StoreError::Moved);
+        }
+        let mut after = snapshot.clone();
+        let mut work = Work { ws, ctx, events: Vec::new(), names };
+        // A reassignment: the silent agent lets go first.
+        if let Some(held) = conv.state.assignee {
+            let change = manual::unassign(conv.state).map_err(manual_error)?;
+            change.apply(&mut after, ctx);
+            work.events
+                .push(PendingEvent::new("conversation.unassigned").conversation(id).agent(Some(held.0)));
+        }
+        query("UPDATE conversations SET team_id = $1, status = 'unassigned', assignee_id = NULL, updated_at = $2 WHERE id = $3")
+            .bind(request.team().map(|t| t.0))
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        request.channel = conv.state.channel;
+        request.priority = conv.priority;
+        let waiting: Vec<Waiting> = queue.iter().filter(|w| w.conversation().0 != id).cloned().collect();
+        self.drain(tx, &mut after, &waiting, &mut work).await?;
+        // Passed over: decided as if they were offline.
+        let mut view = after.clone();
+        for a in exclude {
+            view.set_presence(AgentId(*a), usher_core::model::Presence::Offline);
+        }
+        let decision = self.decide(&view, &request, ctx)?;
+        queue::apply(&mut after, &request, &decision, ctx);
+        self.record_decision(tx, id, &request, &decision, &mut work).await?;
+        self.finish(tx, &snapshot, after, queue, id, false, work).await?;
+        Ok(match decision.outcome {
+            Outcome::Assigned(a) => Routed::Assigned(a.0),
+            Outcome::Queued { .. } => Routed::Queued,
+            Outcome::Unassigned => Routed::Unassigned,
+        })
+    }
 }

@@ -272,6 +272,22 @@ pub struct NewConversation {
     pub when_nobody: Option<WhenNobody>,
 }
 
+impl NewConversation {
+    /// Whether the request leaves routing to the workspace (names no agent, strategy, skill,
+    /// language, rule or fallback of its own; `prefer_previous_agent`, on by default, does
+    /// not count), so that a published workflow may decide it. A channel adapter's explicit
+    /// instructions win over workflows.
+    pub fn leaves_routing_to_workflows(&self) -> bool {
+        self.agent.is_none()
+            && !self.wait_for_agent
+            && self.strategy.is_none()
+            && self.skills.is_empty()
+            && !self.match_language
+            && self.rules == Rules::default()
+            && self.when_nobody.is_none()
+    }
+}
+
 /// A contact.
 #[derive(Debug, Clone, Serialize)]
 pub struct Contact {
@@ -449,6 +465,8 @@ pub enum Author {
     Contact,
     /// An agent (outbound).
     Agent,
+    /// A workflow: its messages (outbound) and notes (internal).
+    Workflow,
 }
 
 impl Author {
@@ -457,6 +475,7 @@ impl Author {
         match self {
             Author::Contact => "contact",
             Author::Agent => "agent",
+            Author::Workflow => "workflow",
         }
     }
 }
@@ -468,7 +487,7 @@ pub struct Message {
     pub id: i64,
     /// The conversation.
     pub conversation: i64,
-    /// `inbound` (from the contact) or `outbound`.
+    /// `inbound` (from the contact), `outbound`, or `internal` (a note agents see).
     pub direction: String,
     /// Who wrote it.
     pub author: Author,

@@ -622,50 +622,15 @@ impl Store {
         facts: &Facts,
         now: Millis,
     ) -> Result<(DryDecision, Option<String>, Option<String>, u32), StoreError> {
-        let team = a.team.map(TeamId);
-        let when_nobody =
-            if a.when_nobody == Nobody::Queue { WhenNobody::Queue } else { WhenNobody::LeaveUnassigned };
-        let target = match (a.agent, team) {
-            (Some(agent), Some(team)) => Target::Agent {
-                agent: AgentId(agent),
-                otherwise: Otherwise::Team { team, strategy: a.strategy },
-            },
-            (Some(agent), None) => Target::Agent {
-                agent: AgentId(agent),
-                otherwise: if when_nobody == WhenNobody::Queue {
-                    Otherwise::WaitForAgent
-                } else {
-                    Otherwise::LeaveUnassigned
-                },
-            },
-            (None, Some(team)) => Target::Team { team, strategy: a.strategy },
-            (None, None) => {
-                return Err(StoreError::invalid("no_target", "the assign step names no team or agent"))
-            }
-        };
-        let request = AssignRequest {
-            conversation: ConversationId(0),
-            channel: sample.channel.unwrap_or(Channel::WebChat),
-            priority: facts.priority,
-            arrived_at: Timestamp(now),
-            target,
-            previous_agent: if a.prefer_previous_agent { sample.previous_agent.map(AgentId) } else { None },
-            requirements: Requirements {
-                skills: a
-                    .skills
-                    .iter()
-                    .map(|(name, min_level)| SkillRequirement { name: name.clone(), min_level: *min_level })
-                    .collect(),
-                language: if a.match_language { facts.language.clone() } else { None },
-            },
-            rules: Rules {
-                only_online: a.only_online,
-                include_busy: a.include_busy,
-                cap: a.cap,
-                ..Rules::default()
-            },
-            when_nobody,
-        };
+        let request = assign_request(
+            a,
+            ConversationId(0),
+            sample.channel.unwrap_or(Channel::WebChat),
+            facts.priority,
+            facts.language.clone(),
+            sample.previous_agent,
+            now,
+        )?;
         let mut scope = Scope::default();
         scope.teams.extend(a.team);
         scope.agents.extend(a.agent);
@@ -683,7 +648,7 @@ impl Store {
             Some(t) => Some(self.team(ws, t).await?.name),
             None => None,
         };
-        let waiting = loaded.queue.iter().filter(|w| w.request.team() == team).count();
+        let waiting = loaded.queue.iter().filter(|w| w.request.team() == a.team.map(TeamId)).count();
         let (outcome, agent) = match decision.outcome {
             Outcome::Assigned(x) => ("assigned", Some(x.0)),
             Outcome::Queued { .. } => ("queued", None),
@@ -696,4 +661,59 @@ impl Store {
             u32::try_from(waiting + 1).unwrap_or(u32::MAX),
         ))
     }
+}
+
+/// The routing core's request for a workflow's assign step.
+pub(crate) fn assign_request(
+    a: &Assign,
+    conversation: ConversationId,
+    channel: Channel,
+    priority: Priority,
+    language: Option<String>,
+    previous_agent: Option<i64>,
+    now: Millis,
+) -> Result<AssignRequest, StoreError> {
+    let team = a.team.map(TeamId);
+    let when_nobody =
+        if a.when_nobody == Nobody::Queue { WhenNobody::Queue } else { WhenNobody::LeaveUnassigned };
+    let target = match (a.agent, team) {
+        (Some(agent), Some(team)) => {
+            Target::Agent { agent: AgentId(agent), otherwise: Otherwise::Team { team, strategy: a.strategy } }
+        }
+        (Some(agent), None) => Target::Agent {
+            agent: AgentId(agent),
+            otherwise: if when_nobody == WhenNobody::Queue {
+                Otherwise::WaitForAgent
+            } else {
+                Otherwise::LeaveUnassigned
+            },
+        },
+        (None, Some(team)) => Target::Team { team, strategy: a.strategy },
+        (None, None) => {
+            return Err(StoreError::invalid("no_target", "the assign step names no team or agent"))
+        }
+    };
+    Ok(AssignRequest {
+        conversation,
+        channel,
+        priority,
+        arrived_at: Timestamp(now),
+        target,
+        previous_agent: if a.prefer_previous_agent { previous_agent.map(AgentId) } else { None },
+        requirements: Requirements {
+            skills: a
+                .skills
+                .iter()
+                .map(|(name, min_level)| SkillRequirement { name: name.clone(), min_level: *min_level })
+                .collect(),
+            language: if a.match_language { language } else { None },
+        },
+        rules: Rules {
+            only_online: a.only_online,
+            include_busy: a.include_busy,
+            cap: a.cap,
+            ..Rules::default()
+        },
+        when_nobody,
+    })
 }
