@@ -85,6 +85,7 @@ scenarios! {
     freed_dedicated_agent_takes_its_conversation_from_the_team_queue => sqlite_freed_dedicated_agent_takes_its_conversation_from_the_team_queue, postgres_freed_dedicated_agent_takes_its_conversation_from_the_team_queue;
     events_of_two_nodes_are_numbered_once => sqlite_events_of_two_nodes_are_numbered_once, postgres_events_of_two_nodes_are_numbered_once;
     the_language_is_detected_when_unknown => sqlite_the_language_is_detected_when_unknown, postgres_the_language_is_detected_when_unknown;
+    runs_wait_survive_a_restart_and_step_once => sqlite_runs_wait_survive_a_restart_and_step_once, postgres_runs_wait_survive_a_restart_and_step_once;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2511,5 +2512,65 @@ async fn the_language_is_detected_when_unknown(db: Db) {
     let patch = usher_store::ContactPatch { language: Some("ca".into()), ..Default::default() };
     let corrected = s.update_contact(ws, c5.contact.id, &patch, T0 + 5_000).await.expect("patch");
     assert_eq!((corrected.language.as_deref(), corrected.language_confidence), (Some("ca"), None));
+    audit_clean(s, ws).await;
+}
+
+/// A run that waits (a question with a time-out, then a wait step) lives in the database: a
+/// second store (a restarted node) finds it due exactly when its timer falls, steps it once
+/// even when two nodes try at the same moment, and each message is sent once.
+async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("T", Strategy::RoundRobin, WhenNobody::Queue)).await;
+    let ana = agent(s, ws, &new_agent("Ana", &[t], 5, Presence::Online)).await;
+    let doc: usher_workflow::Workflow = serde_json::from_value(serde_json::json!({
+        "name": "Ask, then wait, then assign", "trigger": { "kind": "conversation_opened" }, "start": "ask",
+        "steps": {
+            "ask": { "kind": "ask", "text": "Order number?", "save_to": "order", "next": "thanks",
+                     "timeout_minutes": 10, "on_timeout": "later" },
+            "later": { "kind": "send_message", "text": "No worries, an agent will help.", "next": "pause" },
+            "pause": { "kind": "wait", "minutes": 5, "next": "assign" },
+            "thanks": { "kind": "send_message", "text": "Thanks!", "next": "assign" },
+            "assign": { "kind": "assign", "team": t }
+        }
+    }))
+    .unwrap();
+    let w = s.create_workflow(ws, &doc, T0).await.expect("create");
+    s.publish_workflow(ws, w.id, T0).await.expect("publish");
+    let mut open_req = new_conv(Some(t), "c1");
+    open_req.prefer_previous_agent = true;
+    let c = open(s, ws, &open_req, T0 + 1_000).await;
+    assert_eq!(c.status, Status::Unassigned, "waiting for the answer");
+    let minute = 60_000;
+    assert!(s.due_runs(T0 + 1_000 + 10 * minute - 1).await.unwrap().is_empty(), "not due before its time-out");
+
+    // The node restarts: a new store on the same database finds the run due at its time-out.
+    let node2 = db.reconnect().await;
+    let due = node2.due_runs(T0 + 1_000 + 10 * minute).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let (run, run_ws) = due[0];
+    assert_eq!(run_ws, ws);
+    // Two nodes step it at the same moment: it moves on once.
+    let at = T0 + 1_000 + 10 * minute;
+    let (a, b) = tokio::join!(s.process_run(ws, run, at), node2.process_run(ws, run, at));
+    a.unwrap();
+    b.unwrap();
+    let texts = |msgs: Vec<usher_store::Message>| msgs.into_iter().map(|m| m.text).collect::<Vec<_>>();
+    assert_eq!(texts(s.messages(ws, c.id, 0, 100).await.unwrap()), vec!["Order number?", "No worries, an agent will help."]);
+    assert_eq!(conv(s, ws, c.id, at).await.status, Status::Unassigned, "still waiting five minutes");
+    // Five minutes later (another restart): assigned, the run finished, nothing sent twice.
+    let node3 = db.reconnect().await;
+    let later = at + 5 * minute;
+    assert_eq!(node3.due_runs(later).await.unwrap(), vec![(run, ws)]);
+    node3.process_run(ws, run, later).await.unwrap();
+    node3.process_run(ws, run, later).await.unwrap();
+    let c = conv(s, ws, c.id, later).await;
+    assert_eq!((c.status, c.assignee), (Status::Assigned, Some(ana)));
+    assert_eq!(texts(s.messages(ws, c.id, 0, 100).await.unwrap()).len(), 2);
+    let r = s.run(ws, run).await.unwrap();
+    assert_eq!(r.status, "finished");
+    assert!(s.due_runs(later + 60 * minute).await.unwrap().is_empty());
+    let inputs: Vec<String> = r.steps.iter().map(|st| st.input["input"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(inputs, vec!["start", "timer", "timer", "assigned"]);
     audit_clean(s, ws).await;
 }
