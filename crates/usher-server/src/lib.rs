@@ -115,7 +115,10 @@ pub fn app(state: AppState) -> Router {
         .route("/conversations/{id}/reopen", post(routes::reopen))
         .route("/conversations/{id}/trace", get(routes::trace))
         .route("/conversations/{id}/messages", post(routes::post_message).get(routes::list_messages))
-        .route("/conversations/{id}/runs", get(workflow_routes::conversation_runs))
+        .route(
+            "/conversations/{id}/runs",
+            get(workflow_routes::conversation_runs).post(workflow_routes::start_run),
+        )
         .route("/runs/{id}", get(workflow_routes::get_run))
         .route("/events", get(routes::events))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))

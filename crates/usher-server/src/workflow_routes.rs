@@ -374,3 +374,24 @@ pub async fn get_run(
     caller.manage("read workflow runs")?;
     Ok(Json(json!(s.store.run(caller.ws(), id(&raw, "run")?).await?)))
 }
+
+/// Body of `POST /v1/conversations/{id}/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    workflow: i64,
+}
+
+/// `POST /v1/conversations/{id}/runs`: starts a workflow whose trigger is manual for this
+/// conversation; 201 with the run as it stands after its first steps.
+pub async fn start_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Body(b): Body<StartBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.manage("start workflow runs")?;
+    let conversation = id(&raw, "conversation")?;
+    let run = s.store.start_manual_run(caller.ws(), b.workflow, conversation, now_millis()).await?;
+    Ok((StatusCode::CREATED, Json(json!(run))))
+}

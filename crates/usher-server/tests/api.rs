@@ -96,6 +96,7 @@ both!(workflows, 0, 0, workflows_are_drafted_published_versioned_and_tried);
 both!(calendars, 0, 0, calendars_are_checked_and_say_when_they_open);
 both!(messages, 0, 0, messages_flow_both_ways_and_record_the_first_response);
 both!(runs, 0, 0, a_published_menu_workflow_asks_then_routes_the_answer_to_its_team);
+both!(triggers, 0, 0, closing_a_message_and_a_person_start_their_workflows);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -1297,4 +1298,78 @@ async fn a_published_menu_workflow_asks_then_routes_the_answer_to_its_team(t: Te
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// The other triggers: a close starts the "unassign when a conversation closes" template, a
+/// contact's message with a keyword starts its workflow (one that answers no question), and a
+/// manager starts a manual workflow for one conversation.
+async fn closing_a_message_and_a_person_start_their_workflows(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    t.agent("Ana", &[team], "online", 5).await;
+    let adapter = t.token("integration", None).await;
+    let publish = |doc: Value| async {
+        let w = t.ok(Method::POST, "/v1/workflows", doc).await;
+        t.ok(Method::POST, &format!("/v1/workflows/{}/publish", w["id"]), json!({})).await;
+        w["id"].as_i64().unwrap()
+    };
+    publish(json!({ "template": "unassign_on_close" })).await;
+    publish(json!({
+        "name": "Refund keyword", "trigger": { "kind": "message_received", "keywords": ["refund"] }, "start": "tag",
+        "steps": { "tag": { "kind": "update_contact", "add_tags": ["refund_request"], "priority": "high" } }
+    }))
+    .await;
+    let manual = publish(json!({
+        "name": "Escalate", "trigger": { "kind": "manual" }, "start": "note",
+        "steps": { "note": { "kind": "note", "text": "escalated for {{contact.name}}" } }
+    }))
+    .await;
+
+    // No "conversation opened" workflow: the default assignment runs.
+    let c = t
+        .ok(
+            Method::POST,
+            "/v1/conversations",
+            json!({ "channel": "sms", "team": team, "contact": { "external_id": "k1", "name": "Kim" } }),
+        )
+        .await;
+    assert_eq!(c["status"], "assigned");
+    let id = c["id"].as_i64().unwrap();
+
+    let path = format!("/v1/conversations/{id}/messages");
+    t.call(&adapter, Method::POST, &path, Some(json!({ "text": "hello" }))).await;
+    assert_eq!(
+        t.get(&format!("/v1/conversations/{id}/runs")).await["runs"].as_array().unwrap().len(),
+        0,
+        "no keyword"
+    );
+    t.call(&adapter, Method::POST, &path, Some(json!({ "text": "I want a REFUND please" }))).await;
+    let c = t.get(&format!("/v1/conversations/{id}")).await;
+    assert_eq!(c["contact"]["tags"], json!(["refund_request"]));
+    assert_eq!(c["priority"], "high");
+
+    let run =
+        t.ok(Method::POST, &format!("/v1/conversations/{id}/runs"), json!({ "workflow": manual })).await;
+    assert_eq!(run["status"], "finished");
+    let notes: Vec<Value> = t.get(&path).await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "internal")
+        .cloned()
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["text"], "escalated for Kim");
+    let r = t
+        .call(&t.admin, Method::POST, &format!("/v1/conversations/{id}/runs"), Some(json!({ "workflow": 1 })))
+        .await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_manual")));
+
+    t.ok(Method::POST, &format!("/v1/conversations/{id}/close"), json!({})).await;
+    let c = t.get(&format!("/v1/conversations/{id}")).await;
+    assert!(c["contact"]["tags"].as_array().unwrap().contains(&json!("served")), "{c}");
+    let runs = t.get(&format!("/v1/conversations/{id}/runs")).await;
+    let statuses: Vec<&str> =
+        runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["finished", "finished", "finished"]);
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }

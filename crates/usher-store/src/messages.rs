@@ -128,8 +128,26 @@ impl Store {
             Author::Workflow => None,
         };
         if let Some(input) = input {
-            if let Err(e) = self.feed_runs(ws, conversation, &input, now).await {
-                tracing::warn!(error = %e, conversation, "runs will hear of the message from the worker");
+            match self.feed_runs(ws, conversation, &input, now).await {
+                // A contact's message that answered no question may start a workflow whose
+                // trigger is "message received" (with its keywords, if it has any).
+                Ok(false) if author == Author::Contact => {
+                    let lowered = text.to_lowercase();
+                    let fires = |t: &usher_workflow::Trigger| match t {
+                        usher_workflow::Trigger::MessageReceived { keywords } => {
+                            keywords.is_empty()
+                                || keywords.iter().any(|k| lowered.contains(&k.to_lowercase()))
+                        }
+                        _ => false,
+                    };
+                    if let Err(e) = self.fire(ws, conversation, fires, now).await {
+                        tracing::warn!(error = %e, conversation, "a message-received workflow could not start");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, conversation, "runs will hear of the message from the worker")
+                }
             }
         }
         Ok(Message {

@@ -1148,10 +1148,15 @@ impl Store {
         self.conversation(ws, id, now).await
     }
 
-    /// Closes a conversation; the freed capacity drains the queues.
+    /// Closes a conversation; the freed capacity drains the queues. A workflow whose trigger
+    /// is "conversation closed" then starts a run.
     pub async fn close(&self, ws: i64, id: i64, now: Millis) -> Result<Conversation, StoreError> {
         let op = |_: &Snapshot, c: CoreConversation, _: Context| manual::close(c);
         retrying!(self.manual_command(ws, id, now, "conversation.closed", None, &op).await)?;
+        let fires = |t: &usher_workflow::Trigger| *t == usher_workflow::Trigger::ConversationClosed;
+        if let Err(e) = self.fire(ws, id, fires, now).await {
+            tracing::warn!(error = %e, conversation = id, "a conversation-closed workflow could not start");
+        }
         self.conversation(ws, id, now).await
     }
 

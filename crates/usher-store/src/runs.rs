@@ -88,12 +88,13 @@ pub struct RunStep {
 type Found = (i64, i64, Workflow);
 
 impl Store {
-    /// The first enabled, published workflow (lowest id) whose trigger is "conversation
-    /// opened" and whose channels include `channel`.
-    pub(crate) async fn opened_workflow(
+    /// The first enabled, published workflow (lowest id) whose trigger `fires` and whose
+    /// channels include `channel`.
+    pub(crate) async fn triggered_workflow(
         &self,
         ws: i64,
         channel: Channel,
+        fires: impl Fn(&Trigger) -> bool,
     ) -> Result<Option<Found>, StoreError> {
         let rows = query(
             "SELECT w.id, v.version, v.document FROM workflows w JOIN workflow_versions v \
@@ -105,13 +106,92 @@ impl Store {
         .await?;
         for r in &rows {
             let doc: Workflow = crate::db::json_col(r, "document")?;
-            if doc.trigger == Trigger::ConversationOpened
-                && (doc.channels.is_empty() || doc.channels.contains(&channel))
-            {
+            if fires(&doc.trigger) && (doc.channels.is_empty() || doc.channels.contains(&channel)) {
                 return Ok(Some((r.try_get("id")?, r.try_get("version")?, doc)));
             }
         }
         Ok(None)
+    }
+
+    /// The workflow a contact's opening starts.
+    pub(crate) async fn opened_workflow(
+        &self,
+        ws: i64,
+        channel: Channel,
+    ) -> Result<Option<Found>, StoreError> {
+        self.triggered_workflow(ws, channel, |t| *t == Trigger::ConversationOpened).await
+    }
+
+    /// Starts a run of `found` for an existing conversation in a transaction of its own, and
+    /// steps it.
+    async fn start_and_process(
+        &self,
+        ws: i64,
+        found: &Found,
+        conversation: i64,
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let run = self.start_run(&mut tx, ws, found, conversation, now).await?;
+        tx.commit().await?;
+        self.process_run(ws, run, now).await?;
+        Ok(run)
+    }
+
+    /// A trigger fired for a conversation (closed, a contact's message): the matching
+    /// workflow, if any, starts a run.
+    pub(crate) async fn fire(
+        &self,
+        ws: i64,
+        conversation: i64,
+        fires: impl Fn(&Trigger) -> bool,
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let channel: Channel = parse_enum(
+            &query("SELECT channel FROM conversations WHERE id = $1 AND workspace_id = $2")
+                .bind(conversation)
+                .bind(ws)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get::<String, _>(0)?,
+        )?;
+        match self.triggered_workflow(ws, channel, fires).await? {
+            Some(found) => Ok(Some(self.start_and_process(ws, &found, conversation, now).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a workflow with a manual trigger for one conversation (by hand or by the API).
+    pub async fn start_manual_run(
+        &self,
+        ws: i64,
+        workflow: i64,
+        conversation: i64,
+        now: Millis,
+    ) -> Result<RunRecord, StoreError> {
+        self.conversation(ws, conversation, now).await?;
+        let row = query(
+            "SELECT w.id, v.version, v.document FROM workflows w JOIN workflow_versions v \
+             ON v.workflow_id = w.id AND v.version = w.published_version \
+             WHERE w.id = $1 AND w.workspace_id = $2",
+        )
+        .bind(workflow)
+        .bind(ws)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::conflict("not_published", format!("workflow {workflow} has no published version"))
+        })?;
+        let doc: Workflow = crate::db::json_col(&row, "document")?;
+        if doc.trigger != Trigger::Manual {
+            return Err(StoreError::conflict(
+                "not_manual",
+                "only a workflow whose trigger is manual is started by hand",
+            ));
+        }
+        let found = (workflow, row.try_get::<i64, _>("version")?, doc);
+        let run = self.start_and_process(ws, &found, conversation, now).await?;
+        self.run(ws, run).await
     }
 
     /// What the engine needs to know about a conversation, read inside `tx` (so it sees what
@@ -242,27 +322,29 @@ impl Store {
     }
 
     /// Feeds an outside input (a contact's message, an agent's reply) to the conversation's
-    /// active runs, then steps them.
+    /// active runs, then steps them. Returns whether one of them was waiting for an answer
+    /// (so a contact's message was one).
     pub(crate) async fn feed_runs(
         &self,
         ws: i64,
         conversation: i64,
         input: &Input,
         now: Millis,
-    ) -> Result<(), StoreError> {
-        let ids: Vec<i64> =
-            query("SELECT id FROM runs WHERE conversation_id = $1 AND status = 'active' ORDER BY id")
+    ) -> Result<bool, StoreError> {
+        let rows =
+            query("SELECT id, state FROM runs WHERE conversation_id = $1 AND status = 'active' ORDER BY id")
                 .bind(conversation)
                 .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<_, _>>()?;
-        for id in ids {
+                .await?;
+        let mut answered = false;
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let state: RunState = crate::db::json_col(r, "state")?;
+            answered |= matches!(state.run.status, RunStatus::Waiting { until: Until::Answer { .. }, .. });
             crate::db::retrying!(self.step_run(ws, id, Some(input), now).await)?;
             self.process_run(ws, id, now).await?;
         }
-        Ok(())
+        Ok(answered)
     }
 
     /// The runs due at `now` (the worker's round).

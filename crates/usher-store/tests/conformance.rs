@@ -2542,7 +2542,10 @@ async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
     let c = open(s, ws, &open_req, T0 + 1_000).await;
     assert_eq!(c.status, Status::Unassigned, "waiting for the answer");
     let minute = 60_000;
-    assert!(s.due_runs(T0 + 1_000 + 10 * minute - 1).await.unwrap().is_empty(), "not due before its time-out");
+    assert!(
+        s.due_runs(T0 + 1_000 + 10 * minute - 1).await.unwrap().is_empty(),
+        "not due before its time-out"
+    );
 
     // The node restarts: a new store on the same database finds the run due at its time-out.
     let node2 = db.reconnect().await;
@@ -2556,7 +2559,10 @@ async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
     a.unwrap();
     b.unwrap();
     let texts = |msgs: Vec<usher_store::Message>| msgs.into_iter().map(|m| m.text).collect::<Vec<_>>();
-    assert_eq!(texts(s.messages(ws, c.id, 0, 100).await.unwrap()), vec!["Order number?", "No worries, an agent will help."]);
+    assert_eq!(
+        texts(s.messages(ws, c.id, 0, 100).await.unwrap()),
+        vec!["Order number?", "No worries, an agent will help."]
+    );
     assert_eq!(conv(s, ws, c.id, at).await.status, Status::Unassigned, "still waiting five minutes");
     // Five minutes later (another restart): assigned, the run finished, nothing sent twice.
     let node3 = db.reconnect().await;
@@ -2570,7 +2576,8 @@ async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
     let r = s.run(ws, run).await.unwrap();
     assert_eq!(r.status, "finished");
     assert!(s.due_runs(later + 60 * minute).await.unwrap().is_empty());
-    let inputs: Vec<String> = r.steps.iter().map(|st| st.input["input"].as_str().unwrap_or("").to_string()).collect();
+    let inputs: Vec<String> =
+        r.steps.iter().map(|st| st.input["input"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(inputs, vec!["start", "timer", "timer", "assigned"]);
     audit_clean(s, ws).await;
 }
