@@ -97,6 +97,7 @@ both!(calendars, 0, 0, calendars_are_checked_and_say_when_they_open);
 both!(messages, 0, 0, messages_flow_both_ways_and_record_the_first_response);
 both!(runs, 0, 0, a_published_menu_workflow_asks_then_routes_the_answer_to_its_team);
 both!(triggers, 0, 0, closing_a_message_and_a_person_start_their_workflows);
+both!(templates, 0, 0, every_template_does_what_it_says_through_the_api);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -1371,5 +1372,153 @@ async fn closing_a_message_and_a_person_start_their_workflows(t: TestApp) {
     let statuses: Vec<&str> =
         runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, vec!["finished", "finished", "finished"]);
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+}
+
+/// Each ready-made workflow, published in turn, on a real opening: the messages the contact
+/// gets, the team and agent chosen, and the queue.
+async fn every_template_does_what_it_says_through_the_api(t: TestApp) {
+    let support = t.team("Support", "round_robin").await;
+    let sales = t.team("Sales", "weighted").await;
+    let french = t.team("French", "round_robin").await;
+    let full = t.team("Full", "round_robin").await;
+    let ana = t.agent("Ana", &[support], "online", 50).await;
+    let bob = t.agent("Bob", &[support], "online", 50).await;
+    let dmitri = t.agent("Dmitri", &[sales], "online", 50).await;
+    let vera = t.agent("Vera", &[], "online", 50).await;
+    let fr = t.ok(
+        Method::POST,
+        "/v1/agents",
+        json!({ "name": "Flo", "email": "flo@x.test", "teams": [french], "max_open": 50, "languages": ["fr"], "status": "online" }),
+    )
+    .await["id"]
+    .as_i64()
+    .unwrap();
+    let busy = t.agent("Zed", &[full], "online", 1).await;
+    let never = t.ok(Method::POST, "/v1/calendars", json!({ "name": "Closed", "time_zone": "UTC" })).await
+        ["id"]
+        .clone();
+    // Zed is at capacity: the Full team queues.
+    let z = t.ok(Method::POST, "/v1/conversations", json!({ "channel": "sms", "team": full, "contact": { "external_id": "z" }, "when_nobody": "queue" })).await;
+    assert_eq!(z["assignee"], busy);
+
+    let mut n = 0;
+    let mut run_template = |params: Value, contact: Value, team: i64| {
+        n += 1;
+        let external = format!("contact-{n}");
+        let t = &t;
+        async move {
+            let w = t.ok(Method::POST, "/v1/workflows", params).await;
+            let id = w["id"].as_i64().unwrap();
+            t.ok(Method::POST, &format!("/v1/workflows/{id}/publish"), json!({})).await;
+            let mut contact = contact;
+            if contact.get("external_id").is_none() {
+                contact["external_id"] = json!(external);
+            }
+            let c = t
+                .ok(
+                    Method::POST,
+                    "/v1/conversations",
+                    json!({ "channel": "web_chat", "team": team, "contact": contact, "message": "hi" }),
+                )
+                .await;
+            let cid = c["id"].as_i64().unwrap();
+            let texts: Vec<String> = t.get(&format!("/v1/conversations/{cid}/messages")).await["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["author"] == "workflow")
+                .map(|m| m["text"].as_str().unwrap().to_string())
+                .collect();
+            let runs = t.get(&format!("/v1/conversations/{cid}/runs")).await["runs"].clone();
+            t.ok(Method::POST, &format!("/v1/workflows/{id}/disable"), json!({})).await;
+            (t.get(&format!("/v1/conversations/{cid}")).await, texts, runs)
+        }
+    };
+    let greeting = "Hi Mia, thanks for your message! Someone will be with you shortly.";
+    let mia = json!({ "name": "Mia" });
+
+    let (c, texts, _) =
+        run_template(json!({ "template": "round_robin_online_only", "team": support }), mia.clone(), support)
+            .await;
+    assert_eq!(texts, vec![greeting]);
+    assert!(c["assignee"] == ana || c["assignee"] == bob, "{c}");
+    let (c, texts, _) =
+        run_template(json!({ "template": "least_open_online_only", "team": support }), mia.clone(), support)
+            .await;
+    assert_eq!((texts, c["status"].as_str()), (vec![greeting.to_string()], Some("assigned")));
+    let (c, texts, _) =
+        run_template(json!({ "template": "sales_lead_rotation", "team": sales }), mia.clone(), sales).await;
+    assert_eq!(
+        (c["assignee"].as_i64(), texts),
+        (Some(dmitri), vec!["Thanks! Dmitri from Sales will get back to you.".to_string()])
+    );
+    let (c, _, _) = run_template(
+        json!({ "template": "vip_dedicated_agent", "team": support, "agent": vera }),
+        json!({ "name": "Mia", "tags": ["vip"] }),
+        support,
+    )
+    .await;
+    assert_eq!(c["assignee"], vera, "the VIP goes to their dedicated agent");
+    // Returning: the same contact as the VIP conversation, whose agent was Vera... who is not
+    // in Support, so the previous agent cannot take it and the team does; a contact whose
+    // previous agent is in the team goes back to them.
+    let earlier = t.ok(Method::POST, "/v1/conversations", json!({ "channel": "web_chat", "team": support, "contact": { "external_id": "back" }, "when_nobody": "queue" })).await;
+    let previous = earlier["assignee"].clone();
+    let (c, _, _) = run_template(
+        json!({ "template": "returning_previous_agent", "team": support }),
+        json!({ "external_id": "back" }),
+        support,
+    )
+    .await;
+    assert_eq!(c["assignee"], previous, "back to the previous agent");
+    let (c, texts, runs) = run_template(
+        json!({ "template": "business_hours_away", "team": support, "calendar": never }),
+        mia.clone(),
+        support,
+    )
+    .await;
+    assert_eq!(
+        texts,
+        vec!["Thanks for your message! We are closed now and open later; we will answer then."]
+    );
+    assert_eq!(c["status"], "unassigned", "it waits for the opening instead of going to nobody");
+    assert!(runs[0]["wake_at"].is_string(), "{runs}");
+    let (c, texts, _) = run_template(
+        json!({ "template": "overcapacity_message", "team": full, "second_team": support }),
+        mia.clone(),
+        full,
+    )
+    .await;
+    assert_eq!(c["status"], "queued");
+    assert_eq!(c["queue"]["position"], 1);
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].starts_with("All our agents are busy. You are number 1 in line"), "{texts:?}");
+    let (c, texts, runs) =
+        run_template(json!({ "template": "assigned_agent_message", "team": support }), mia.clone(), support)
+            .await;
+    let name = if c["assignee"] == ana { "Ana" } else { "Bob" };
+    assert_eq!(
+        texts,
+        vec![format!("{name} is taking care of your conversation and usually replies within a few minutes.")]
+    );
+    assert_eq!(runs[0]["status"], "active", "watching for a reply");
+    let (c, _, _) = run_template(
+        json!({ "template": "route_by_language", "team": support, "second_team": french }),
+        json!({ "language": "fr" }),
+        support,
+    )
+    .await;
+    assert_eq!((c["assignee"].as_i64(), c["team"].as_i64()), (Some(fr), Some(french)));
+    let (c, texts, _) = run_template(
+        json!({ "template": "menu_then_team", "team": support, "second_team": french }),
+        json!({}),
+        support,
+    )
+    .await;
+    assert_eq!(
+        (c["status"].as_str(), texts),
+        (Some("unassigned"), vec!["Hi there! What can we help you with?".to_string()])
+    );
     assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }
