@@ -1365,13 +1365,31 @@ async fn closing_a_message_and_a_person_start_their_workflows(t: TestApp) {
         .await;
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_manual")));
 
+    // A tag changed by hand starts the contact-changed workflow that watches it.
+    publish(json!({
+        "name": "VIP flagged", "trigger": { "kind": "contact_changed", "tags": ["vip"] }, "start": "note",
+        "steps": { "note": { "kind": "note", "text": "now a VIP" } }
+    }))
+    .await;
+    let contact = c["contact"]["id"].as_i64().unwrap();
+    t.ok(Method::PATCH, &format!("/v1/contacts/{contact}"), json!({ "attributes": { "plan": "gold" } }))
+        .await;
+    t.ok(Method::PATCH, &format!("/v1/contacts/{contact}"), json!({ "tags": ["refund_request", "vip"] }))
+        .await;
+    let notes = t.get(&path).await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "now a VIP")
+        .count();
+    assert_eq!(notes, 1, "started once: by the vip tag, not by the plan field");
     t.ok(Method::POST, &format!("/v1/conversations/{id}/close"), json!({})).await;
     let c = t.get(&format!("/v1/conversations/{id}")).await;
     assert!(c["contact"]["tags"].as_array().unwrap().contains(&json!("served")), "{c}");
     let runs = t.get(&format!("/v1/conversations/{id}/runs")).await;
     let statuses: Vec<&str> =
         runs["runs"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, vec!["finished", "finished", "finished"]);
+    assert_eq!(statuses, vec!["finished", "finished", "finished", "finished"]);
     assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }
 

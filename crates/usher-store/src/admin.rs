@@ -843,6 +843,45 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.contact(ws, id).await
+        let updated = self.contact(ws, id).await?;
+        // A workflow whose trigger is "contact changed" runs for the contact's latest open
+        // conversation, when one of the tags or fields it names changed (any, if it names none).
+        let changed_tags: Vec<String> = current
+            .tags
+            .iter()
+            .filter(|t| !updated.tags.contains(t))
+            .chain(updated.tags.iter().filter(|t| !current.tags.contains(t)))
+            .cloned()
+            .collect();
+        let changed_fields: Vec<String> = current
+            .attributes
+            .keys()
+            .chain(updated.attributes.keys())
+            .filter(|k| current.attributes.get(*k) != updated.attributes.get(*k))
+            .cloned()
+            .collect();
+        if !changed_tags.is_empty() || !changed_fields.is_empty() {
+            let open = query(
+                "SELECT id FROM conversations WHERE contact_id = $1 AND status <> 'closed' ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = open {
+                let conversation: i64 = row.try_get(0)?;
+                let fires = |t: &usher_workflow::Trigger| match t {
+                    usher_workflow::Trigger::ContactChanged { tags, fields } => {
+                        (tags.is_empty() && fields.is_empty())
+                            || tags.iter().any(|t| changed_tags.iter().any(|c| c.eq_ignore_ascii_case(t)))
+                            || fields.iter().any(|f| changed_fields.contains(f))
+                    }
+                    _ => false,
+                };
+                if let Err(e) = self.fire(ws, conversation, fires, now).await {
+                    tracing::warn!(error = %e, conversation, "a contact-changed workflow could not start");
+                }
+            }
+        }
+        Ok(updated)
     }
 }
