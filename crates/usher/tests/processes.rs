@@ -1068,3 +1068,110 @@ async fn check_nodes(api_a: &Api, api_b: &Api, team: i64, agents: &[i64]) -> Tot
     }
     Totals { assigned, queued, at_cap }
 }
+
+/// Minutes since UTC midnight, now (the test's calendar is built around it).
+#[allow(clippy::disallowed_methods)] // a real server's timers are real time
+fn utc_minute_now() -> (u32, u64) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    (u32::try_from((secs / 60) % 1440).unwrap(), secs % 60)
+}
+
+/// Runs waiting on a question's time-out, a delay and business hours survive a SIGKILL: the
+/// restarted server's worker resumes each when it falls due, exactly once (one decision and
+/// no message sent twice). Real time: about two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_runs_resume_exactly_once_after_a_sigkill() {
+    // A calendar that opens at the start of the minute after next (UTC); keep clear of
+    // midnight, where "the minute after next" would be tomorrow's.
+    let (mut minute, mut second) = utc_minute_now();
+    if minute >= 1436 {
+        tokio::time::sleep(Duration::from_secs(u64::from(1440 - minute) * 60 - second + 2)).await;
+        (minute, second) = utc_minute_now();
+    }
+    let _ = second;
+    let opening = minute + 2;
+    let hhmm = format!("{:02}:{:02}", opening / 60, opening % 60);
+    let week: serde_json::Map<String, Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| (d.to_string(), json!([[hhmm, "24:00"]])))
+        .collect();
+
+    let scratch = Scratch::new("runs");
+    let mut s = Server::start(&scratch.data_args(), Some(TOKEN), &scratch.log("serve")).await;
+    let api = Api::new(&s.base, TOKEN);
+    let team = api.team("Support", "round_robin").await;
+    let ana = api.online_agent("ana", team, 100).await;
+    let calendar = api
+        .ok(
+            Method::POST,
+            "/v1/calendars",
+            json!({ "name": "Opens soon", "time_zone": "UTC", "weekly": week }),
+        )
+        .await;
+    let docs = [
+        json!({ "name": "Question", "trigger": { "kind": "conversation_opened" }, "channels": ["sms"], "start": "ask", "steps": {
+            "ask": { "kind": "ask", "text": "Order number?", "save_to": "order", "next": "assign", "timeout_minutes": 1, "on_timeout": "assign" },
+            "assign": { "kind": "assign", "team": team } } }),
+        json!({ "name": "Delay", "trigger": { "kind": "conversation_opened" }, "channels": ["email"], "start": "hold", "steps": {
+            "hold": { "kind": "send_message", "text": "Hold on.", "next": "pause" },
+            "pause": { "kind": "wait", "minutes": 1, "next": "assign" },
+            "assign": { "kind": "assign", "team": team } } }),
+        json!({ "name": "Hours", "trigger": { "kind": "conversation_opened" }, "channels": ["web_chat"], "start": "hours", "steps": {
+            "hours": { "kind": "branch", "branches": [{ "when": { "within_hours": { "calendar": calendar["id"], "open": true } }, "next": "assign" }], "otherwise": "away" },
+            "away": { "kind": "send_message", "text": "We open at {{hours.next_opening}}.", "next": "wait" },
+            "wait": { "kind": "wait", "minutes": 1, "next": "check" },
+            "check": { "kind": "branch", "branches": [{ "when": { "within_hours": { "calendar": calendar["id"], "open": true } }, "next": "assign" }], "otherwise": "wait" },
+            "assign": { "kind": "assign", "team": team } } }),
+    ];
+    for doc in docs {
+        let w = api.ok(Method::POST, "/v1/workflows", doc).await;
+        api.ok(Method::POST, &format!("/v1/workflows/{}/publish", id_of(&w)), json!({})).await;
+    }
+    let mut opened = Vec::new();
+    for channel in ["sms", "email", "web_chat"] {
+        let c = api
+            .ok(
+                Method::POST,
+                "/v1/conversations",
+                json!({ "channel": channel, "team": team, "contact": { "external_id": channel } }),
+            )
+            .await;
+        assert_eq!(c["status"], "unassigned", "{channel} waits: {c}");
+        opened.push(id_of(&c));
+    }
+
+    s.sigkill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s2 = Server::start(&scratch.data_args(), None, &scratch.log("serve")).await;
+    let api = Api::new(&s2.base, TOKEN);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut done = 0;
+        for id in &opened {
+            if api.get(&format!("/v1/conversations/{id}")).await["status"] == "assigned" {
+                done += 1;
+            }
+        }
+        if done == opened.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every run resumed; the server said:\n{}", s2.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (id, expected) in opened.iter().zip([vec!["Order number?"], vec!["Hold on."], vec!["We open at "]]) {
+        let c = api.get(&format!("/v1/conversations/{id}")).await;
+        assert_eq!(c["assignee"], ana);
+        let trace = api.get(&format!("/v1/conversations/{id}/trace")).await;
+        assert_eq!(trace["decisions"].as_array().unwrap().len(), 1, "decided once: {trace}");
+        let texts: Vec<String> = api.get(&format!("/v1/conversations/{id}/messages")).await["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(texts.len(), expected.len(), "no message sent twice: {texts:?}");
+        assert!(texts[0].starts_with(expected[0]), "{texts:?}");
+        let runs = api.get(&format!("/v1/conversations/{id}/runs")).await;
+        assert_eq!(runs["runs"][0]["status"], "finished", "{runs}");
+    }
+}
