@@ -95,6 +95,7 @@ pub fn spawn_run_worker(store: Store) {
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(routes::openapi))
+        .route("/workflow-schema.json", get(workflow_routes::schema))
         .route("/workspace", get(routes::workspace))
         .route("/tokens", post(routes::create_token))
         .route("/teams", post(routes::create_team).get(routes::list_teams))

@@ -395,3 +395,10 @@ pub async fn start_run(
     let run = s.store.start_manual_run(caller.ws(), b.workflow, conversation, now_millis()).await?;
     Ok((StatusCode::CREATED, Json(json!(run))))
 }
+
+/// `GET /v1/workflow-schema.json`: the JSON Schema of workflow documents (no token needed,
+/// like the OpenAPI document).
+pub async fn schema() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(header::CONTENT_TYPE, "application/schema+json")], usher_workflow::SCHEMA).into_response()
+}

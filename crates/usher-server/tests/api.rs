@@ -874,6 +874,9 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
     assert!(metrics.headers.get("x-request-id").is_some());
     let doc = t.raw(None, Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(doc.body["openapi"], "3.1.0");
+    let schema = t.raw(None, Method::GET, "/v1/workflow-schema.json", None).await;
+    assert_eq!(schema.status, StatusCode::OK);
+    assert_eq!(schema.body["title"], "Usher workflow");
     let paths = doc.body["paths"].as_object().unwrap();
     for p in [
         "/v1/teams",
@@ -910,6 +913,7 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/conversations/{id}/messages",
         "/v1/conversations/{id}/runs",
         "/v1/runs/{id}",
+        "/v1/workflow-schema.json",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }

@@ -28,6 +28,11 @@ pub mod validate;
 pub use document::{Step, Trigger, Workflow};
 pub use validate::{validate, Directory, Problem};
 
+/// The published JSON Schema of a workflow document (JSON Schema 2020-12), served at
+/// `/v1/workflow-schema.json`. Publishing checks more than a schema can (references,
+/// reachability, loops): see [`validate`].
+pub const SCHEMA: &str = include_str!("../schema/workflow.schema.json");
+
 /// The largest document accepted, in bytes.
 pub const DOCUMENT_LEN: usize = 256 * 1024;
 

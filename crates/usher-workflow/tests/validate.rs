@@ -335,3 +335,97 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// The published JSON Schema stays in step with the document types.
+// ------------------------------------------------------------------------------------------
+
+/// Checks `value` against the schema node `node` for what the documents use: objects with
+/// closed property lists, `const` kinds, `oneOf` (exactly one branch fits), `$ref`, arrays,
+/// enums and types. A failure names the place.
+fn fits(schema: &Value, node: &Value, value: &Value, path: &str) -> Result<(), String> {
+    if let Some(r) = node.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/$defs/");
+        return fits(schema, &schema["$defs"][name], value, path);
+    }
+    if let Some(branches) = node.get("oneOf").and_then(Value::as_array) {
+        let ok = branches.iter().filter(|b| fits(schema, b, value, path).is_ok()).count();
+        return if ok == 1 { Ok(()) } else { Err(format!("{path}: {ok} branches of oneOf fit {value}")) };
+    }
+    if let Some(c) = node.get("const") {
+        return if c == value { Ok(()) } else { Err(format!("{path}: {value} is not {c}")) };
+    }
+    if let Some(e) = node.get("enum").and_then(Value::as_array) {
+        return if e.contains(value) { Ok(()) } else { Err(format!("{path}: {value} is not one of {e:?}")) };
+    }
+    match node.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let Some(obj) = value.as_object() else { return Err(format!("{path}: not an object")) };
+            for req in node.get("required").and_then(Value::as_array).into_iter().flatten() {
+                if !obj.contains_key(req.as_str().unwrap_or("")) {
+                    return Err(format!("{path}: lacks {req}"));
+                }
+            }
+            for (k, v) in obj {
+                let here = format!("{path}.{k}");
+                match node.get("properties").and_then(|p| p.get(k)) {
+                    Some(sub) => fits(schema, sub, v, &here)?,
+                    None => match node.get("additionalProperties") {
+                        Some(Value::Bool(false)) | None => return Err(format!("{here}: not in the schema")),
+                        Some(Value::Bool(true)) => {}
+                        Some(sub) => fits(schema, sub, v, &here)?,
+                    },
+                }
+            }
+            Ok(())
+        }
+        Some("array") => {
+            let Some(items) = value.as_array() else { return Err(format!("{path}: not an array")) };
+            for (i, v) in items.iter().enumerate() {
+                if let Some(sub) = node.get("items") {
+                    fits(schema, sub, v, &format!("{path}[{i}]"))?;
+                }
+            }
+            Ok(())
+        }
+        Some("string") if !value.is_string() => Err(format!("{path}: not a string")),
+        Some("integer") if !value.is_i64() => Err(format!("{path}: not an integer")),
+        Some("boolean") if !value.is_boolean() => Err(format!("{path}: not a boolean")),
+        _ => Ok(()),
+    }
+}
+
+#[test]
+fn the_published_schema_describes_every_template_and_seed_pattern() {
+    let schema: Value = serde_json::from_str(usher_workflow::SCHEMA).unwrap();
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let params = usher_workflow::templates::Params {
+        team: Some(1),
+        second_team: Some(2),
+        agent: Some(10),
+        calendar: Some(5),
+    };
+    let mut documents: Vec<(String, Value)> = usher_workflow::templates::TEMPLATES
+        .iter()
+        .map(|t| {
+            (
+                t.key.to_string(),
+                serde_json::to_value(usher_workflow::templates::instantiate(t.key, &params).unwrap())
+                    .unwrap(),
+            )
+        })
+        .collect();
+    documents.extend(seeds().into_iter().map(|(what, doc)| {
+        (what.to_string(), serde_json::to_value(parse(&doc.to_string()).unwrap()).unwrap())
+    }));
+    for (what, doc) in documents {
+        fits(&schema, &schema, &doc, "").unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    // And it refuses what the parser refuses.
+    let mut bad = seeds()[0].1.clone();
+    bad["steps"]["welcome"]["txt"] = json!("typo");
+    assert!(fits(&schema, &schema, &bad, "").is_err());
+    bad = seeds()[0].1.clone();
+    bad["steps"]["welcome"]["kind"] = json!("teleport");
+    assert!(fits(&schema, &schema, &bad, "").is_err());
+}
