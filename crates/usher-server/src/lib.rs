@@ -54,6 +54,7 @@ impl AppState {
     /// workflow-run worker of this node (it needs a Tokio runtime).
     pub fn with_rate(store: Store, per_second: u32, burst: u32) -> AppState {
         spawn_run_worker(store.clone());
+        spawn_webhook_sender(store.clone());
         AppState { store, limiter: Arc::new(auth::RateLimiter::new(per_second, burst)) }
     }
 }
@@ -91,6 +92,62 @@ pub fn spawn_run_worker(store: Store) {
     });
 }
 
+/// How often a node moves new events into webhook deliveries and sends the due ones.
+pub const WEBHOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a webhook receiver has to answer.
+pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the task that delivers webhooks (see `usher_store::webhooks` for what a receiver
+/// gets and how to verify it).
+pub fn spawn_webhook_sender(store: Store) {
+    tokio::spawn(async move {
+        let http = match reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook sender: no HTTP client; webhooks stay pending");
+                return;
+            }
+        };
+        loop {
+            tokio::time::sleep(WEBHOOK_EVERY).await;
+            if let Err(e) = store.dispatch_webhooks(now_millis()).await {
+                tracing::warn!(error = %e, "webhook sender: dispatch failed");
+            }
+            let due = match store.due_deliveries(now_millis()).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook sender: cannot read due deliveries");
+                    continue;
+                }
+            };
+            for d in due {
+                let sent_at = now_millis();
+                let signature = usher_store::webhooks::signature(&d.secret, sent_at / 1000, &d.body);
+                let started = std::time::Instant::now();
+                let answer = http
+                    .post(&d.url)
+                    .header("content-type", "application/json")
+                    .header("usher-delivery", d.id.to_string())
+                    .header("usher-event", &d.kind)
+                    .header("usher-signature", signature)
+                    .body(d.body.clone())
+                    .send()
+                    .await;
+                let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+                let (status, error) = match answer {
+                    Ok(r) => (Some(r.status().as_u16()), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                if let Err(e) =
+                    store.record_attempt(d.id, status, error.as_deref(), millis, now_millis()).await
+                {
+                    tracing::warn!(error = %e, delivery = d.id, "webhook sender: attempt not recorded; it will be sent again");
+                }
+            }
+        }
+    });
+}
+
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -121,6 +178,10 @@ pub fn app(state: AppState) -> Router {
             get(workflow_routes::conversation_runs).post(workflow_routes::start_run),
         )
         .route("/runs/{id}", get(workflow_routes::get_run))
+        .route("/webhooks", post(routes::create_webhook).get(routes::list_webhooks))
+        .route("/webhooks/{id}", get(routes::get_webhook))
+        .route("/webhooks/{id}/resume", post(routes::resume_webhook))
+        .route("/webhooks/{id}/deliveries", get(routes::webhook_deliveries))
         .route("/events", get(routes::events))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
         .route("/calendars/{id}", get(workflow_routes::get_calendar).put(workflow_routes::update_calendar))

@@ -956,3 +956,61 @@ pub async fn list_messages(
     let next = list.last().map(|m| m.id);
     Ok(Json(json!({ "messages": list, "next_after": next })))
 }
+
+/// Body of `POST /v1/webhooks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    url: String,
+    /// Event kinds wanted; none means every event.
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+/// `POST /v1/webhooks`: subscribes a URL to the workspace's events from now on; 201 with the
+/// subscription and its signing secret, shown once.
+pub async fn create_webhook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(b): Body<WebhookBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(&[Role::Admin], "manage webhooks")?;
+    let w = s.store.create_webhook(caller.ws(), &b.url, &b.events, now_millis()).await?;
+    Ok((StatusCode::CREATED, Json(json!(w))))
+}
+
+/// `GET /v1/webhooks`.
+pub async fn list_webhooks(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin], "read webhooks")?;
+    Ok(Json(json!({ "webhooks": s.store.webhooks(caller.ws()).await? })))
+}
+
+/// `GET /v1/webhooks/{id}`.
+pub async fn get_webhook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin], "read webhooks")?;
+    Ok(Json(json!(s.store.webhook(caller.ws(), id(&raw, "webhook")?).await?)))
+}
+
+/// `POST /v1/webhooks/{id}/resume`: a paused subscription delivers again.
+pub async fn resume_webhook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin], "manage webhooks")?;
+    Ok(Json(json!(s.store.resume_webhook(caller.ws(), id(&raw, "webhook")?, now_millis()).await?)))
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: the latest deliveries and how their attempts went.
+pub async fn webhook_deliveries(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Role::Admin], "read webhooks")?;
+    Ok(Json(json!({ "deliveries": s.store.deliveries(caller.ws(), id(&raw, "webhook")?, 100).await? })))
+}

@@ -98,6 +98,7 @@ both!(messages, 0, 0, messages_flow_both_ways_and_record_the_first_response);
 both!(runs, 0, 0, a_published_menu_workflow_asks_then_routes_the_answer_to_its_team);
 both!(triggers, 0, 0, closing_a_message_and_a_person_start_their_workflows);
 both!(templates, 0, 0, every_template_does_what_it_says_through_the_api);
+both!(webhooks, 0, 0, webhooks_arrive_signed_after_a_failure_and_report_their_attempts);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -914,6 +915,10 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/conversations/{id}/runs",
         "/v1/runs/{id}",
         "/v1/workflow-schema.json",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/resume",
+        "/v1/webhooks/{id}/deliveries",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -1543,4 +1548,92 @@ async fn every_template_does_what_it_says_through_the_api(t: TestApp) {
         (Some("unassigned"), vec!["Hi there! What can we help you with?".to_string()])
     );
     assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
+}
+
+/// What a webhook receiver in a test saw: (headers, body) per request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(std::collections::BTreeMap<String, String>, String)>>>;
+
+/// A real HTTP receiver on a free port that answers 500 to its first `fail` requests, then 200.
+async fn receiver(fail: usize) -> (String, Seen) {
+    use axum::http::HeaderMap;
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let state = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let state = state.clone();
+            async move {
+                let mut seen = state.lock().unwrap();
+                let h = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                seen.push((h, body));
+                if seen.len() <= fail {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// The documented scheme, computed here independently: HMAC-SHA256 of "t.body".
+fn verify(secret: &str, header: &str, body: &str) -> bool {
+    use hmac::Mac;
+    let Some((t, v1)) = header.split_once(',') else { return false };
+    let (Some(t), Some(v1)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else { return false };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    expected == v1
+}
+
+/// A subscription to assignments: the receiver fails once, the delivery is retried and
+/// arrives signed as documented, with a delivery id for de-duplication; the attempts show.
+async fn webhooks_arrive_signed_after_a_failure_and_report_their_attempts(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    t.agent("Ana", &[team], "online", 5).await;
+    let (url, seen) = receiver(1).await;
+    let w =
+        t.ok(Method::POST, "/v1/webhooks", json!({ "url": url, "events": ["conversation.assigned"] })).await;
+    let secret = w["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    let id = w["id"].as_i64().unwrap();
+    assert!(t.get(&format!("/v1/webhooks/{id}")).await.get("secret").is_none(), "the secret is shown once");
+    let bad = t.call(&t.admin, Method::POST, "/v1/webhooks", Some(json!({ "url": "ftp://x" }))).await;
+    assert_eq!(bad.body["error"]["code"], "invalid_url");
+    let manager = t.token("manager", None).await;
+    assert_eq!(t.call(&manager, Method::GET, "/v1/webhooks", None).await.status, StatusCode::FORBIDDEN);
+
+    let c = t.open(team, "w1").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "not delivered: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one failure, one success, nothing else (only assignments were asked for)");
+    for (headers, body) in &seen {
+        assert!(verify(&secret, &headers["usher-signature"], body), "signature of {body}");
+        assert_eq!(headers["usher-event"], "conversation.assigned");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["event"]["conversation"], c["id"]);
+        assert_eq!(v["event"]["kind"], "conversation.assigned");
+        assert!(v["event"]["data"]["explanation"].is_string());
+        assert_eq!(v["id"].to_string(), headers["usher-delivery"], "the same delivery id on the retry");
+    }
+    assert_eq!(seen[0].0["usher-delivery"], seen[1].0["usher-delivery"]);
+    let deliveries = t.get(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let d = &deliveries["deliveries"][0];
+    assert_eq!(
+        (d["status"].as_str(), d["attempts"].as_i64(), d["last_status"].as_i64()),
+        (Some("delivered"), Some(2), Some(200)),
+        "{d}"
+    );
 }

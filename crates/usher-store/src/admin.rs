@@ -22,7 +22,7 @@ pub(crate) fn hash_token(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     // ThreadRng is a CSPRNG seeded from the operating system.
     rand::rng().fill_bytes(&mut bytes);

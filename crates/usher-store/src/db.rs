@@ -290,6 +290,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "workflows", include_str!("../migrations/sqlite/0008_workflows.sql")),
     (9, "messages", include_str!("../migrations/sqlite/0009_messages.sql")),
     (10, "runs", include_str!("../migrations/sqlite/0010_runs.sql")),
+    (11, "webhooks", include_str!("../migrations/sqlite/0011_webhooks.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
@@ -302,6 +303,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "workflows", include_str!("../migrations/postgres/0008_workflows.sql")),
     (9, "messages", include_str!("../migrations/postgres/0009_messages.sql")),
     (10, "runs", include_str!("../migrations/postgres/0010_runs.sql")),
+    (11, "webhooks", include_str!("../migrations/postgres/0011_webhooks.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).

@@ -45,6 +45,7 @@ pub mod runs;
 mod sql;
 pub mod stats;
 pub mod types;
+pub mod webhooks;
 pub mod workflows;
 mod writer;
 

@@ -86,6 +86,7 @@ scenarios! {
     events_of_two_nodes_are_numbered_once => sqlite_events_of_two_nodes_are_numbered_once, postgres_events_of_two_nodes_are_numbered_once;
     the_language_is_detected_when_unknown => sqlite_the_language_is_detected_when_unknown, postgres_the_language_is_detected_when_unknown;
     runs_wait_survive_a_restart_and_step_once => sqlite_runs_wait_survive_a_restart_and_step_once, postgres_runs_wait_survive_a_restart_and_step_once;
+    webhook_deliveries_survive_a_restart_retry_and_pause => sqlite_webhook_deliveries_survive_a_restart_retry_and_pause, postgres_webhook_deliveries_survive_a_restart_retry_and_pause;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2580,4 +2581,76 @@ async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
         r.steps.iter().map(|st| st.input["input"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(inputs, vec!["start", "timer", "timer", "assigned"]);
     audit_clean(s, ws).await;
+}
+
+/// Webhook deliveries come from the committed log, so none is lost across a restart; each
+/// event is dispatched once however often dispatch runs; a failing receiver is retried with
+/// growing waits and its subscription paused after ten failures in a row, then resumed.
+async fn webhook_deliveries_survive_a_restart_retry_and_pause(db: Db) {
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("T", Strategy::RoundRobin, WhenNobody::Queue)).await;
+    agent(s, ws, &new_agent("Ana", &[t], 50, Presence::Online)).await;
+    let w = s.create_webhook(ws, "http://127.0.0.1:9/hook", &[], T0).await.expect("webhook");
+    for i in 0..3 {
+        open(s, ws, &new_conv(Some(t), &format!("c{i}")), T0 + 1_000).await;
+    }
+    let expected =
+        s.events(ws, 0, 1000).await.unwrap().iter().filter(|e| e.kind.starts_with("conversation.")).count();
+    // A restart before anything was sent: the new node dispatches everything, once.
+    let node2 = db.reconnect().await;
+    let made = node2.dispatch_webhooks(T0 + 2_000).await.unwrap();
+    assert_eq!(node2.dispatch_webhooks(T0 + 2_000).await.unwrap(), 0, "dispatching again adds nothing");
+    let due = node2.due_deliveries(T0 + 2_000).await.unwrap();
+    assert!(made >= expected, "{made} deliveries for {expected} conversation events");
+    assert_eq!(due.len(), made);
+    assert!(node2.due_deliveries(T0 + 2_000).await.unwrap().is_empty(), "leased: not handed out twice");
+    // The receiver fails: each delivery waits longer each time, and after ten failures in a
+    // row the subscription pauses.
+    let first = due[0].id;
+    let mut now = T0 + 3_000;
+    for i in 0..10 {
+        node2.record_attempt(due[i % due.len()].id, Some(503), None, 5, now).await.unwrap();
+        now += 1;
+    }
+    let hook = s.webhook(ws, w.id).await.unwrap();
+    assert_eq!((hook.status.as_str(), hook.failures), ("paused", 10));
+    assert!(hook.paused_reason.unwrap().contains("answered 503"));
+    assert!(
+        s.due_deliveries(now + 10_000_000).await.unwrap().is_empty(),
+        "a paused subscription sends nothing"
+    );
+    assert!(s.events(ws, 0, 1000).await.unwrap().iter().any(|e| e.kind == "webhook.paused"));
+    // Resumed: due again at once; a success delivers and resets the failures.
+    s.resume_webhook(ws, w.id, now).await.unwrap();
+    let again = s.due_deliveries(now).await.unwrap();
+    assert!(again.iter().any(|d| d.id == first));
+    s.record_attempt(first, Some(200), None, 3, now).await.unwrap();
+    s.record_attempt(first, Some(200), None, 3, now).await.unwrap();
+    let list = s.deliveries(ws, w.id, 100).await.unwrap();
+    let d = list.iter().find(|d| d.id == first).unwrap();
+    let failed_first = i64::try_from((0..10).filter(|i| i % due.len() == 0).count()).unwrap();
+    assert_eq!(
+        (d.status.as_str(), d.attempts),
+        ("delivered", failed_first + 1),
+        "its failures, one success, and a second report for a delivered one changes nothing"
+    );
+    assert_eq!(s.webhook(ws, w.id).await.unwrap().failures, 0);
+    // Backoff: a failure waits 2^attempts seconds (plus jitter) before the next try.
+    let other = again.iter().find(|d| d.id != first).unwrap().id;
+    let attempts_of =
+        |list: Vec<usher_store::webhooks::Delivery>| list.into_iter().find(|d| d.id == other).unwrap();
+    let before = attempts_of(s.deliveries(ws, w.id, 100).await.unwrap()).attempts;
+    s.record_attempt(other, None, Some("connection refused"), 1, now).await.unwrap();
+    let d = attempts_of(s.deliveries(ws, w.id, 100).await.unwrap());
+    let next = chrono::DateTime::parse_from_rfc3339(d.next_attempt_at.as_deref().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let wait = 1_000 * (1i64 << before);
+    assert!(
+        (now + wait..=now + wait + wait / 4).contains(&next),
+        "after {before} failures: {} ms later",
+        next - now
+    );
+    assert_eq!(d.last_error.as_deref(), Some("connection refused"));
 }
