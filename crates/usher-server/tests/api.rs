@@ -1608,6 +1608,13 @@ async fn webhooks_arrive_signed_after_a_failure_and_report_their_attempts(t: Tes
     assert!(t.get(&format!("/v1/webhooks/{id}")).await.get("secret").is_none(), "the secret is shown once");
     let bad = t.call(&t.admin, Method::POST, "/v1/webhooks", Some(json!({ "url": "ftp://x" }))).await;
     assert_eq!(bad.body["error"]["code"], "invalid_url");
+    let tls = t
+        .call(&t.admin, Method::POST, "/v1/webhooks", Some(json!({ "url": "https://example.test/h" })))
+        .await;
+    assert_eq!(
+        (tls.status, tls.body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("https_not_supported"))
+    );
     let manager = t.token("manager", None).await;
     assert_eq!(t.call(&manager, Method::GET, "/v1/webhooks", None).await.status, StatusCode::FORBIDDEN);
 
