@@ -15,6 +15,7 @@ pub mod error;
 pub mod json;
 pub mod middleware;
 pub mod routes;
+pub mod stream;
 pub mod workflow_routes;
 
 use axum::extract::DefaultBodyLimit;
@@ -183,6 +184,7 @@ pub fn app(state: AppState) -> Router {
         .route("/webhooks/{id}/resume", post(routes::resume_webhook))
         .route("/webhooks/{id}/deliveries", get(routes::webhook_deliveries))
         .route("/events", get(routes::events))
+        .route("/stream", get(stream::stream))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
         .route("/calendars/{id}", get(workflow_routes::get_calendar).put(workflow_routes::update_calendar))
         .route("/workflow-templates", get(workflow_routes::templates))

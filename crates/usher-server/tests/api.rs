@@ -99,6 +99,7 @@ both!(runs, 0, 0, a_published_menu_workflow_asks_then_routes_the_answer_to_its_t
 both!(triggers, 0, 0, closing_a_message_and_a_person_start_their_workflows);
 both!(templates, 0, 0, every_template_does_what_it_says_through_the_api);
 both!(webhooks, 0, 0, webhooks_arrive_signed_after_a_failure_and_report_their_attempts);
+both!(streams, 0, 0, streams_show_each_agent_its_work_live_and_resume_without_loss);
 both!(idempotency, 0, 0, idempotency_keys_make_retries_safe);
 both!(bad_input, 0, 0, bad_input_gets_a_clear_4xx_and_changes_nothing);
 both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
@@ -919,6 +920,7 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/webhooks/{id}",
         "/v1/webhooks/{id}/resume",
         "/v1/webhooks/{id}/deliveries",
+        "/v1/stream",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -1643,4 +1645,112 @@ async fn webhooks_arrive_signed_after_a_failure_and_report_their_attempts(t: Tes
         (Some("delivered"), Some(2), Some(200)),
         "{d}"
     );
+}
+
+/// Events a test's SSE client received, as the JSON of their `data`.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// Opens `GET /v1/stream` (resuming after `last`, if given) and collects its events in the
+/// background until the returned task is aborted.
+async fn listen(t: &TestApp, token: &str, last: Option<i64>) -> (Received, tokio::task::JoinHandle<()>) {
+    use futures_util::StreamExt;
+    let mut req = t.http.get(format!("{}/v1/stream", t.base)).bearer_auth(token);
+    if let Some(id) = last {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let got: Received = Default::default();
+    let sink = got.clone();
+    let task = tokio::spawn(async move {
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                for line in block.lines() {
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        sink.lock().unwrap().push(serde_json::from_str(data).unwrap());
+                    }
+                }
+            }
+        }
+    });
+    (got, task)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// An agent's stream shows its assignments and what happens in its conversations, not other
+/// agents' work; after a dropped connection, resuming from the last event id loses nothing.
+/// The workspace's stream shows everything, in order, without gaps.
+async fn streams_show_each_agent_its_work_live_and_resume_without_loss(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "online", 10).await;
+    let bob = t.agent("Bob", &[team], "online", 10).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let adapter = t.token("integration", None).await;
+    let (all, all_task) = listen(&t, &t.admin, None).await;
+    let (seen, task) = listen(&t, &ana_token, None).await;
+    let first = t.open(team, "s1").await;
+    let second = t.open(team, "s2").await;
+    let (mine, theirs) = if first["assignee"] == ana { (first, second) } else { (second, first) };
+    assert_eq!(theirs["assignee"], bob);
+    let mine_id = mine["id"].as_i64().unwrap();
+    t.call(
+        &adapter,
+        Method::POST,
+        &format!("/v1/conversations/{mine_id}/messages"),
+        Some(json!({ "text": "hi Ana" })),
+    )
+    .await;
+    until("Ana's assignment and message", || {
+        let s = seen.lock().unwrap();
+        s.iter().any(|e| e["kind"] == "conversation.assigned" && e["conversation"] == mine_id)
+            && s.iter().any(|e| e["kind"] == "message.received" && e["conversation"] == mine_id)
+    })
+    .await;
+    assert!(
+        !seen.lock().unwrap().iter().any(|e| e["conversation"] == theirs["id"]),
+        "Bob's work is not on Ana's stream: {:?}",
+        seen.lock().unwrap()
+    );
+    // The connection drops; work arrives meanwhile; resuming from the last id loses nothing.
+    task.abort();
+    let last = seen.lock().unwrap().last().unwrap()["seq"].as_i64().unwrap();
+    t.ok(Method::PUT, &format!("/v1/agents/{bob}/status"), json!({ "status": "offline" })).await;
+    let missed = t.open(team, "s3").await;
+    assert_eq!(missed["assignee"], ana);
+    let (resumed, task) = listen(&t, &ana_token, Some(last)).await;
+    until("the missed assignment", || {
+        resumed
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "conversation.assigned" && e["conversation"] == missed["id"])
+    })
+    .await;
+    assert!(resumed.lock().unwrap().iter().all(|e| e["seq"].as_i64().unwrap() > last), "nothing seen twice");
+    task.abort();
+    // The workspace stream: every event, in order, gap-free.
+    let newest = t.get("/v1/events?limit=1000").await["events"].as_array().unwrap().last().unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    until("the workspace stream to catch up", || {
+        all.lock().unwrap().last().is_some_and(|e| e["seq"].as_i64() == Some(newest))
+    })
+    .await;
+    let seqs: Vec<i64> = all.lock().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    all_task.abort();
+    let r = t.call(&adapter, Method::GET, "/v1/stream", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }

@@ -1420,6 +1420,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest event's sequence number (0 for an empty log).
+    pub async fn last_seq(&self, ws: i64) -> Result<i64, StoreError> {
+        self.sequence_events(ws).await?;
+        query("SELECT event_seq FROM workspaces WHERE id = $1")
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("workspace {ws}")))?
+            .try_get(0)
+    }
+
     /// Events after `after`, oldest first, at most `limit` (capped). An event that reports a
     /// decision carries its explanation and trace in `data`, joined from the decision.
     pub async fn events(&self, ws: i64, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {

@@ -1,0 +1,161 @@
+//! Live updates as server-sent events: `GET /v1/stream`.
+//!
+//! An agent token gets its own stream: assignments to it and what happens to its
+//! conversations (messages included), its own status, and the queue changes of its teams. A
+//! manager or admin gets the whole workspace's, for dashboards. Each event's SSE `id` is its
+//! sequence number in the log, so a client that reconnects with `Last-Event-ID` (or
+//! `?after=SEQ`) resumes right after the last event it saw and misses nothing. The stream reads
+//! the log itself, which every node shares, so an event committed on one node reaches streams
+//! on every node.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Params;
+use crate::{now_millis, AppState};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use std::collections::{BTreeSet, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+use usher_store::{ConversationFilter, Event, Role, Store};
+
+/// How often an idle stream looks for new events.
+pub const POLL: Duration = Duration::from_millis(200);
+/// How many events a stream reads from the log at a time.
+const PAGE: i64 = 200;
+
+/// `?after=SEQ`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+/// What one agent's stream lets through.
+#[derive(Debug, Clone)]
+struct AgentView {
+    agent: i64,
+    teams: BTreeSet<i64>,
+    /// The conversations it holds, kept up to date from the events themselves.
+    mine: BTreeSet<i64>,
+}
+
+impl AgentView {
+    /// Whether the agent's stream shows `e`, updating which conversations it holds.
+    fn shows(&mut self, e: &Event) -> bool {
+        let me = e.agent == Some(self.agent);
+        if let Some(c) = e.conversation {
+            match e.kind.as_str() {
+                "conversation.assigned" | "conversation.claimed" | "conversation.transferred" if me => {
+                    self.mine.insert(c);
+                }
+                // Someone else took it (a transfer away from this agent): shown, then no longer its.
+                "conversation.assigned" | "conversation.claimed" | "conversation.transferred"
+                    if self.mine.remove(&c) =>
+                {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        let held = e.conversation.is_some_and(|c| self.mine.contains(&c));
+        // The queue changes of its teams: conversations that start waiting or become free to
+        // pick (other agents' assignments are theirs).
+        let queue_change = matches!(
+            e.kind.as_str(),
+            "conversation.queued" | "conversation.left_unassigned" | "conversation.unassigned"
+        ) && e.team.is_some_and(|t| self.teams.contains(&t));
+        let shown = me || held || queue_change;
+        if let (Some(c), "conversation.closed" | "conversation.unassigned") =
+            (e.conversation, e.kind.as_str())
+        {
+            self.mine.remove(&c);
+        }
+        shown
+    }
+}
+
+struct Cursor {
+    store: Store,
+    ws: i64,
+    after: i64,
+    view: Option<AgentView>,
+    ready: VecDeque<Event>,
+}
+
+fn sse(e: &Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    SseEvent::default().id(e.seq.to_string()).event(e.kind.clone()).data(data)
+}
+
+/// `GET /v1/stream`: the caller's live events (see the module doc).
+pub async fn stream(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Params(q): Params<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    let after = match (resume, q.after) {
+        (Some(id), _) => id.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID is a sequence number")
+        })?,
+        (None, Some(a)) => a,
+        // From now on.
+        (None, None) => s.store.last_seq(caller.ws()).await?,
+    };
+    let view = match caller.0.role {
+        Role::Admin | Role::Manager => None,
+        Role::Agent => {
+            let agent = caller.0.agent.ok_or_else(|| ApiError::forbidden("stream without an agent"))?;
+            let teams = s.store.agent(caller.ws(), agent, now_millis()).await?.teams.into_iter().collect();
+            let filter = ConversationFilter {
+                assignee: Some(agent),
+                limit: Some(500),
+                ..ConversationFilter::default()
+            };
+            let mine = s
+                .store
+                .conversations(caller.ws(), &filter, now_millis())
+                .await?
+                .into_iter()
+                .filter(|c| c.status == usher_core::manual::Status::Assigned)
+                .map(|c| c.id)
+                .collect();
+            Some(AgentView { agent, teams, mine })
+        }
+        Role::Integration => return Err(ApiError::forbidden("stream events")),
+    };
+    let cursor = Cursor { store: s.store.clone(), ws: caller.ws(), after, view, ready: VecDeque::new() };
+    let events = stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.ready.pop_front() {
+                return Some((Ok(sse(&e)), c));
+            }
+            match c.store.events(c.ws, c.after, PAGE).await {
+                Ok(page) if !page.is_empty() => {
+                    for e in page {
+                        c.after = e.seq;
+                        let shown = match c.view.as_mut() {
+                            None => true,
+                            Some(v) => v.shows(&e),
+                        };
+                        if shown {
+                            c.ready.push_back(e);
+                        }
+                    }
+                }
+                Ok(_) => tokio::time::sleep(POLL).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream: cannot read the log; retrying");
+                    tokio::time::sleep(POLL * 5).await;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
