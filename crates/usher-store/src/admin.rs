@@ -305,12 +305,7 @@ impl Store {
 
     /// One team.
     pub async fn team(&self, ws: i64, id: i64) -> Result<Team, StoreError> {
-        let row = query("SELECT * FROM teams WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("team {id}")))?;
+        let row = self.row_in("teams", "team", ws, id).await?;
         let members = query("SELECT agent_id FROM team_members WHERE team_id = $1 ORDER BY agent_id")
             .bind(id)
             .fetch_all(&self.pool)
@@ -738,12 +733,7 @@ fn contact_view(row: &Row) -> Result<Contact, StoreError> {
 impl Store {
     /// One contact.
     pub async fn contact(&self, ws: i64, id: i64) -> Result<Contact, StoreError> {
-        let row = query("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("contact {id}")))?;
+        let row = self.row_in("contacts", "contact", ws, id).await?;
         contact_view(&row)
     }
 

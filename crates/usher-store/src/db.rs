@@ -446,6 +446,27 @@ impl Store {
         })
     }
 
+    /// The row of `table` with this id in this workspace, or `NotFound` naming `what` (e.g.
+    /// `webhook 3`). `table` is one of the store's own table names, never input.
+    pub(crate) async fn row_in(&self, table: &str, what: &str, ws: i64, id: i64) -> Result<Row, StoreError> {
+        query(&format!("SELECT * FROM {table} WHERE id = $1 AND workspace_id = $2"))
+            .bind(id)
+            .bind(ws)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("{what} {id}")))
+    }
+
+    /// How many rows of `table` the workspace has (for the per-workspace limits; `table` is one
+    /// of the store's own table names).
+    pub(crate) async fn count_in(&self, table: &str, ws: i64) -> Result<i64, StoreError> {
+        query(&format!("SELECT COUNT(*) FROM {table} WHERE workspace_id = $1"))
+            .bind(ws)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
     /// `FOR UPDATE` where the backend has it.
     pub(crate) fn for_update(&self) -> &'static str {
         match self.backend {

@@ -24,7 +24,6 @@ use crate::workflows::assign_request;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use usher_core::calendar::{Calendar, CalendarSpec};
 use usher_core::manual::{self, Status};
 use usher_core::model::{AgentId, Channel, ConversationId, Priority};
 use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, Until, Watch};
@@ -88,6 +87,24 @@ pub struct RunStep {
 type Found = (i64, i64, Workflow);
 
 impl Store {
+    /// Published workflows with the version that runs: every enabled one of the workspace
+    /// (lowest id first), or the one named, enabled or not (a manual start).
+    async fn published(&self, ws: i64, only: Option<i64>) -> Result<Vec<Found>, StoreError> {
+        let which = if only.is_some() { "w.id = $2" } else { "w.enabled = 1" };
+        let rows = query(&format!(
+            "SELECT w.id, v.version, v.document FROM workflows w JOIN workflow_versions v \
+             ON v.workflow_id = w.id AND v.version = w.published_version \
+             WHERE w.workspace_id = $1 AND {which} ORDER BY w.id"
+        ))
+        .bind(ws)
+        .bind(only.unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("version")?, crate::db::json_col(r, "document")?)))
+            .collect()
+    }
+
     /// The first enabled, published workflow (lowest id) whose trigger `fires` and whose
     /// channels include `channel`.
     pub(crate) async fn triggered_workflow(
@@ -96,21 +113,10 @@ impl Store {
         channel: Channel,
         fires: impl Fn(&Trigger) -> bool,
     ) -> Result<Option<Found>, StoreError> {
-        let rows = query(
-            "SELECT w.id, v.version, v.document FROM workflows w JOIN workflow_versions v \
-             ON v.workflow_id = w.id AND v.version = w.published_version \
-             WHERE w.workspace_id = $1 AND w.enabled = 1 ORDER BY w.id",
-        )
-        .bind(ws)
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &rows {
-            let doc: Workflow = crate::db::json_col(r, "document")?;
-            if fires(&doc.trigger) && (doc.channels.is_empty() || doc.channels.contains(&channel)) {
-                return Ok(Some((r.try_get("id")?, r.try_get("version")?, doc)));
-            }
-        }
-        Ok(None)
+        let rows = self.published(ws, None).await?;
+        Ok(rows.into_iter().find(|(_, _, doc)| {
+            fires(&doc.trigger) && (doc.channels.is_empty() || doc.channels.contains(&channel))
+        }))
     }
 
     /// The workflow a contact's opening starts.
@@ -170,26 +176,15 @@ impl Store {
         now: Millis,
     ) -> Result<RunRecord, StoreError> {
         self.conversation(ws, conversation, now).await?;
-        let row = query(
-            "SELECT w.id, v.version, v.document FROM workflows w JOIN workflow_versions v \
-             ON v.workflow_id = w.id AND v.version = w.published_version \
-             WHERE w.id = $1 AND w.workspace_id = $2",
-        )
-        .bind(workflow)
-        .bind(ws)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| {
+        let found = self.published(ws, Some(workflow)).await?.into_iter().next().ok_or_else(|| {
             StoreError::conflict("not_published", format!("workflow {workflow} has no published version"))
         })?;
-        let doc: Workflow = crate::db::json_col(&row, "document")?;
-        if doc.trigger != Trigger::Manual {
+        if found.2.trigger != Trigger::Manual {
             return Err(StoreError::conflict(
                 "not_manual",
                 "only a workflow whose trigger is manual is started by hand",
             ));
         }
-        let found = (workflow, row.try_get::<i64, _>("version")?, doc);
         let run = self.start_and_process(ws, &found, conversation, now).await?;
         self.run(ws, run).await
     }
@@ -228,20 +223,7 @@ impl Store {
         } else {
             None
         };
-        let mut calendars = BTreeMap::new();
-        let mut hours = None;
-        for r in query("SELECT id, team_id, spec FROM calendars WHERE workspace_id = $1 ORDER BY id")
-            .bind(ws)
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            let spec: CalendarSpec = crate::db::json_col(&r, "spec")?;
-            let Ok(c) = Calendar::new(&spec) else { continue };
-            if r.try_get::<Option<i64>, _>("team_id")?.is_none() && hours.is_none() {
-                hours = Some(c.clone());
-            }
-            calendars.insert(r.try_get::<i64, _>("id")?, c);
-        }
+        let (hours, calendars) = self.calendar_facts(ws).await?;
         let tags: Vec<String> = crate::db::json_col(&row, "tags")?;
         Ok(Facts {
             contact_name: row.try_get("name")?,
@@ -439,15 +421,16 @@ impl Store {
                     return Ok(true);
                 }
             } else if state.run.next_timer().is_some_and(|t| t <= ts) {
-                // Taken from the queue meanwhile? Then the overflow no longer applies.
+                // Taken from the queue meanwhile? Then the overflow no longer applies; the
+                // engine hears of it before the timer.
                 if let Some(agent) = self.taken_since_queued(&mut tx, &state.run, conversation).await? {
                     let facts = self.facts(&mut tx, ws, conversation).await?;
-                    let input = Input::Assigned { agent: AgentId(agent) };
-                    let step = advance(&doc, &state.run, &input, &facts, ts)
-                        .map_err(|e| StoreError::invalid("workflow_failed", e.to_string()))?;
-                    self.record_step(&mut tx, id, now, &input, &step.effects, &step.trace).await?;
-                    state.run = step.run;
-                    state.pending.extend(step.effects);
+                    let taken = Input::Assigned { agent: AgentId(agent) };
+                    self.feed_engine(&mut tx, id, &doc, &mut state, &taken, &facts, now).await?;
+                    self.feed_engine(&mut tx, id, &doc, &mut state, &Input::Timer, &facts, now).await?;
+                    self.save_run(&mut tx, ws, id, conversation, &state, now).await?;
+                    tx.commit().await?;
+                    return Ok(!state.pending.is_empty());
                 }
                 feed = Some(Input::Timer);
             } else {
@@ -457,14 +440,31 @@ impl Store {
         }
         let input = feed.unwrap_or(Input::Timer);
         let facts = self.facts(&mut tx, ws, conversation).await?;
-        let step = advance(&doc, &state.run, &input, &facts, ts)
-            .map_err(|e| StoreError::invalid("workflow_failed", e.to_string()))?;
-        self.record_step(&mut tx, id, now, &input, &step.effects, &step.trace).await?;
-        state.run = step.run;
-        state.pending.extend(step.effects);
+        self.feed_engine(&mut tx, id, &doc, &mut state, &input, &facts, now).await?;
         self.save_run(&mut tx, ws, id, conversation, &state, now).await?;
         tx.commit().await?;
         Ok(!state.pending.is_empty())
+    }
+
+    /// One advance of the engine: its new state kept, what it asks for queued, the step
+    /// written to the run's history.
+    #[allow(clippy::too_many_arguments)] // the parts of one advance, each used once
+    async fn feed_engine(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        doc: &Workflow,
+        state: &mut RunState,
+        input: &Input,
+        facts: &Facts,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let step = advance(doc, &state.run, input, facts, usher_core::model::Timestamp(now))
+            .map_err(|e| StoreError::invalid("workflow_failed", e.to_string()))?;
+        self.record_step(tx, id, now, input, &step.effects, &step.trace).await?;
+        state.run = step.run;
+        state.pending.extend(step.effects);
+        Ok(())
     }
 
     /// Whether a run watching for overflow sees its conversation assigned since (the agent).
@@ -692,12 +692,7 @@ impl Store {
 
     /// A run with its history.
     pub async fn run(&self, ws: i64, id: i64) -> Result<RunRecord, StoreError> {
-        let row = query("SELECT * FROM runs WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("run {id}")))?;
+        let row = self.row_in("runs", "run", ws, id).await?;
         let state: RunState = crate::db::json_col(&row, "state")?;
         let steps =
             query("SELECT seq, at, input, effects, trace FROM run_steps WHERE run_id = $1 ORDER BY seq")

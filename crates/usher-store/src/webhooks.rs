@@ -174,11 +174,7 @@ impl Store {
         for e in events {
             crate::admin::check_len("event kind", e)?;
         }
-        let n: i64 = query("SELECT COUNT(*) FROM webhooks WHERE workspace_id = $1")
-            .bind(ws)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let n = self.count_in("webhooks", ws).await?;
         if n >= PER_WORKSPACE {
             return Err(StoreError::conflict("too_many", format!("at most {PER_WORKSPACE} webhooks")));
         }
@@ -218,12 +214,7 @@ impl Store {
 
     /// One subscription.
     pub async fn webhook(&self, ws: i64, id: i64) -> Result<Webhook, StoreError> {
-        let row = query("SELECT * FROM webhooks WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("webhook {id}")))?;
+        let row = self.row_in("webhooks", "webhook", ws, id).await?;
         webhook_view(&row)
     }
 

@@ -163,14 +163,6 @@ fn workflow_record(row: &Row) -> Result<WorkflowRecord, StoreError> {
 }
 
 impl Store {
-    async fn count_of(&self, table: &str, ws: i64) -> Result<i64, StoreError> {
-        query(&format!("SELECT COUNT(*) FROM {table} WHERE workspace_id = $1"))
-            .bind(ws)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
-    }
-
     /// Creates a calendar (a team's when `team` is given, else the workspace's).
     pub async fn create_calendar(
         &self,
@@ -185,7 +177,7 @@ impl Store {
         if let Some(t) = team {
             self.team(ws, t).await?;
         }
-        if self.count_of("calendars", ws).await? >= PER_WORKSPACE {
+        if self.count_in("calendars", ws).await? >= PER_WORKSPACE {
             return Err(StoreError::conflict("too_many", format!("at most {PER_WORKSPACE} calendars")));
         }
         let mut tx = self.begin().await?;
@@ -248,13 +240,30 @@ impl Store {
 
     /// One calendar.
     pub async fn calendar(&self, ws: i64, id: i64, now: Millis) -> Result<CalendarRecord, StoreError> {
-        let row = query("SELECT * FROM calendars WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("calendar {id}")))?;
+        let row = self.row_in("calendars", "calendar", ws, id).await?;
         calendar_record(&row, now)
+    }
+
+    /// The calendars as the workflow engine knows them: the workspace's hours (its first
+    /// calendar without a team) and every calendar by id.
+    pub(crate) async fn calendar_facts(
+        &self,
+        ws: i64,
+    ) -> Result<(Option<Calendar>, BTreeMap<i64, Calendar>), StoreError> {
+        let rows = query("SELECT id, team_id, spec FROM calendars WHERE workspace_id = $1 ORDER BY id")
+            .bind(ws)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut hours = None;
+        let mut calendars = BTreeMap::new();
+        for r in &rows {
+            let calendar = calendar_of(&crate::db::json_col::<CalendarSpec>(r, "spec")?)?;
+            if r.try_get::<Option<i64>, _>("team_id")?.is_none() && hours.is_none() {
+                hours = Some(calendar.clone());
+            }
+            calendars.insert(r.try_get::<i64, _>("id")?, calendar);
+        }
+        Ok((hours, calendars))
     }
 
     /// The workspace's calendars.
@@ -275,7 +284,7 @@ impl Store {
         now: Millis,
     ) -> Result<WorkflowRecord, StoreError> {
         crate::admin::check_len("name", &draft.name)?;
-        if self.count_of("workflows", ws).await? >= PER_WORKSPACE {
+        if self.count_in("workflows", ws).await? >= PER_WORKSPACE {
             return Err(StoreError::conflict("too_many", format!("at most {PER_WORKSPACE} workflows")));
         }
         let mut tx = self.begin().await?;
@@ -335,12 +344,7 @@ impl Store {
 
     /// One workflow.
     pub async fn workflow(&self, ws: i64, id: i64) -> Result<WorkflowRecord, StoreError> {
-        let row = query("SELECT * FROM workflows WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(ws)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("workflow {id}")))?;
+        let row = self.row_in("workflows", "workflow", ws, id).await?;
         workflow_record(&row)
     }
 
@@ -544,15 +548,7 @@ impl Store {
                 problems,
             ));
         }
-        let mut calendars = BTreeMap::new();
-        let mut hours = None;
-        for c in self.calendars(ws, now).await? {
-            let calendar = calendar_of(&c.spec)?;
-            if c.team.is_none() && hours.is_none() {
-                hours = Some(calendar.clone());
-            }
-            calendars.insert(c.id, calendar);
-        }
+        let (hours, calendars) = self.calendar_facts(ws).await?;
         let mut facts = Facts {
             contact_name: sample.name.clone(),
             language: sample.language.clone(),
