@@ -153,6 +153,13 @@ impl Store {
         fires: impl Fn(&Trigger) -> bool,
         now: Millis,
     ) -> Result<Option<i64>, StoreError> {
+        // The workflows first: with none that this trigger fires (the usual case on a busy
+        // path like closing), the conversation is not even read.
+        let candidates: Vec<Found> =
+            self.published(ws, None).await?.into_iter().filter(|f| fires(&f.2.trigger)).collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
         let channel: Channel = parse_enum(
             &query("SELECT channel FROM conversations WHERE id = $1 AND workspace_id = $2")
                 .bind(conversation)
@@ -161,7 +168,10 @@ impl Store {
                 .await?
                 .try_get::<String, _>(0)?,
         )?;
-        match self.triggered_workflow(ws, channel, fires).await? {
+        match candidates
+            .into_iter()
+            .find(|(_, _, doc)| doc.channels.is_empty() || doc.channels.contains(&channel))
+        {
             Some(found) => Ok(Some(self.start_and_process(ws, &found, conversation, now).await?)),
             None => Ok(None),
         }
