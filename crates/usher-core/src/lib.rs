@@ -18,6 +18,7 @@
 //! - [`clock`]: days in a workspace's time zone, for daily limits.
 //! - [`calendar`]: business hours (weekly schedules, holidays, exceptions), open now and
 //!   the next opening, daylight saving included.
+//! - [`presence`]: presence that follows the console's connection, with a grace period.
 
 pub mod calendar;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod decide;
 pub mod manual;
 pub mod memory;
 pub mod model;
+pub mod presence;
 pub mod queue;
 pub mod request;
 pub mod snapshot;

@@ -11,6 +11,7 @@
 //!    [`routes`], which calls the store and maps its errors once through [`error::ApiError`].
 
 pub mod auth;
+pub mod channel_routes;
 pub mod error;
 pub mod json;
 pub mod middleware;
@@ -21,6 +22,7 @@ pub mod workflow_routes;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use usher_store::Store;
 
@@ -43,6 +45,9 @@ pub struct AppState {
     pub store: Store,
     /// The per-token rate limiter.
     pub limiter: Arc<auth::RateLimiter>,
+    /// How long an agent's console connections may all be gone before it is turned away, in
+    /// milliseconds (shared with this node's worker).
+    pub presence_grace: Arc<AtomicI64>,
 }
 
 impl AppState {
@@ -54,9 +59,17 @@ impl AppState {
     /// State with a chosen rate limit (requests per second and burst, per token). Starts the
     /// workflow-run worker of this node (it needs a Tokio runtime).
     pub fn with_rate(store: Store, per_second: u32, burst: u32) -> AppState {
-        spawn_run_worker(store.clone());
+        let presence_grace = Arc::new(AtomicI64::new(usher_store::presence::DEFAULT_GRACE_SECONDS * 1000));
+        spawn_run_worker(store.clone(), presence_grace.clone());
         spawn_webhook_sender(store.clone());
-        AppState { store, limiter: Arc::new(auth::RateLimiter::new(per_second, burst)) }
+        AppState { store, limiter: Arc::new(auth::RateLimiter::new(per_second, burst)), presence_grace }
+    }
+
+    /// Sets the presence grace period (see `usher_core::presence`), in seconds.
+    pub fn with_presence_grace(self, seconds: u64) -> AppState {
+        let millis = i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.presence_grace.store(millis, Ordering::Relaxed);
+        self
     }
 }
 
@@ -72,13 +85,34 @@ pub fn now_millis() -> i64 {
 /// How often a node looks for workflow runs that are due (a timer, or effects a crash left).
 pub const RUN_WORKER_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Starts the task that steps due workflow runs: timers that fire, effects left pending by a
-/// crash. Several nodes may run one each; a run is taken by one of them at a time.
-pub fn spawn_run_worker(store: Store) {
+/// How often a node looks for agents whose console connections are all gone.
+pub const PRESENCE_SWEEP_EVERY: u32 = 4;
+
+/// Starts the task that steps due workflow runs (timers that fire, effects left pending by a
+/// crash) and, every [`PRESENCE_SWEEP_EVERY`] rounds, turns away agents whose console has
+/// been gone longer than the grace period. Several nodes may run one each; a run is taken by
+/// one of them at a time.
+pub fn spawn_run_worker(store: Store, presence_grace: Arc<AtomicI64>) {
     tokio::spawn(async move {
+        let mut round = 0u32;
         loop {
             tokio::time::sleep(RUN_WORKER_EVERY).await;
             let now = now_millis();
+            round = round.wrapping_add(1);
+            if round % PRESENCE_SWEEP_EVERY == 0 {
+                match store.sweep_presence(now, presence_grace.load(Ordering::Relaxed)).await {
+                    Ok(turned) => {
+                        for (ws, agent) in turned {
+                            tracing::info!(
+                                workspace = ws,
+                                agent,
+                                "presence: console gone past the grace period; agent turned away"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "presence sweep failed; it runs again shortly"),
+                }
+            }
             match store.due_runs(now).await {
                 Ok(due) => {
                     for (run, ws) in due {
@@ -183,6 +217,15 @@ pub fn app(state: AppState) -> Router {
         .route("/webhooks/{id}", get(routes::get_webhook))
         .route("/webhooks/{id}/resume", post(routes::resume_webhook))
         .route("/webhooks/{id}/deliveries", get(routes::webhook_deliveries))
+        .route("/channels", post(channel_routes::create_channel).get(channel_routes::list_channels))
+        .route("/channels/{id}", get(channel_routes::get_channel).patch(channel_routes::update_channel))
+        .route("/channels/{id}/inbound", post(channel_routes::inbound))
+        .route("/webchat/{key}/visitors", post(channel_routes::new_visitor))
+        .route(
+            "/webchat/{key}/messages",
+            post(channel_routes::visitor_post).get(channel_routes::visitor_messages),
+        )
+        .route("/webchat/{key}/stream", get(channel_routes::visitor_stream))
         .route("/events", get(routes::events))
         .route("/stream", get(stream::stream))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
@@ -206,6 +249,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
+        .route("/widget.js", get(channel_routes::widget))
+        .route("/chat/{key}", get(channel_routes::chat_page))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limits::BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::observe))

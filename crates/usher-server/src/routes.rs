@@ -428,13 +428,33 @@ pub async fn set_status(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactBody {
-    external_id: String,
+    pub(crate) external_id: String,
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    language: Option<String>,
+    pub(crate) language: Option<String>,
     #[serde(default)]
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
+}
+
+impl ContactBody {
+    /// Checks the fields and makes the store's contact.
+    pub(crate) fn checked(self) -> ApiResult<NewContact> {
+        check_text("contact.external_id", &self.external_id, store_limits::NAME_LEN)?;
+        if let Some(n) = &self.name {
+            check_text("contact.name", n, store_limits::NAME_LEN)?;
+        }
+        if let Some(l) = &self.language {
+            check_text("contact.language", l, 35)?;
+        }
+        check_list("contact.tags", &self.tags)?;
+        Ok(NewContact {
+            external_id: self.external_id,
+            name: self.name,
+            language: self.language,
+            tags: self.tags,
+        })
+    }
 }
 
 /// Body of `POST /v1/conversations`.

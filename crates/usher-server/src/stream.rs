@@ -7,6 +7,10 @@
 //! `?after=SEQ`) resumes right after the last event it saw and misses nothing. The stream reads
 //! the log itself, which every node shares, so an event committed on one node reaches streams
 //! on every node.
+//!
+//! An agent's stream is also its console's *link* for presence (`usher_store::presence`):
+//! when all of an agent's streams have been gone for the grace period, the agent is turned
+//! away, and back when one returns. `?presence=false` opts a watching tool out.
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -33,6 +37,44 @@ const PAGE: i64 = 200;
 pub struct StreamQuery {
     #[serde(default)]
     after: Option<i64>,
+    /// For an agent token: whether this connection counts as the agent's console for
+    /// presence (default yes; a tool that only watches says `false`).
+    #[serde(default)]
+    presence: Option<bool>,
+}
+
+/// An agent's console link while its stream lives: refreshed as the stream runs, closed
+/// (from a task, since dropping cannot wait) when the stream is dropped, which is when the
+/// client goes.
+struct Link {
+    store: Store,
+    id: i64,
+    refreshed: i64,
+}
+
+impl Link {
+    async fn refresh(&mut self) {
+        let now = now_millis();
+        if now - self.refreshed >= usher_store::presence::LINK_REFRESH_MILLIS {
+            self.refreshed = now;
+            if let Err(e) = self.store.link_seen(self.id, now).await {
+                tracing::warn!(error = %e, link = self.id, "presence: link not refreshed");
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let (store, id) = (self.store.clone(), self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.link_closed(id, now_millis()).await {
+                    tracing::warn!(error = %e, link = id, "presence: link not closed; it goes stale instead");
+                }
+            });
+        }
+    }
 }
 
 /// What one agent's stream lets through.
@@ -85,6 +127,7 @@ struct Cursor {
     after: i64,
     view: Option<AgentView>,
     ready: VecDeque<Event>,
+    link: Option<Link>,
 }
 
 fn sse(e: &Event) -> SseEvent {
@@ -130,7 +173,16 @@ pub async fn stream(
         }
         Role::Integration => return Err(ApiError::forbidden("stream events")),
     };
-    let cursor = Cursor { store: s.store.clone(), ws: caller.ws(), after, view, ready: VecDeque::new() };
+    let link = match (&view, q.presence.unwrap_or(true)) {
+        (Some(v), true) => {
+            let now = now_millis();
+            let id = s.store.link_opened(caller.ws(), v.agent, now).await?;
+            Some(Link { store: s.store.clone(), id, refreshed: now })
+        }
+        _ => None,
+    };
+    let cursor =
+        Cursor { store: s.store.clone(), ws: caller.ws(), after, view, ready: VecDeque::new(), link };
     let events = stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.ready.pop_front() {
@@ -149,7 +201,12 @@ pub async fn stream(
                         }
                     }
                 }
-                Ok(_) => tokio::time::sleep(POLL).await,
+                Ok(_) => {
+                    if let Some(l) = c.link.as_mut() {
+                        l.refresh().await;
+                    }
+                    tokio::time::sleep(POLL).await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "stream: cannot read the log; retrying");
                     tokio::time::sleep(POLL * 5).await;

@@ -106,6 +106,8 @@ both!(roles, 0, 0, every_route_against_every_role_and_a_foreign_workspace);
 both!(rate_limit, 1, 3, a_token_over_its_rate_gets_429_with_retry_after);
 both!(operations, 0, 0, operations_endpoints_and_openapi);
 both!(contacts, 0, 0, contacts_are_found_and_updated);
+both!(adapters, 0, 0, an_inbound_message_flows_through_workflow_agent_stream_and_back_to_the_adapter_signed);
+both!(web_chat, 0, 0, a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_only);
 
 async fn contacts_are_found_and_updated(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
@@ -1213,8 +1215,9 @@ async fn messages_flow_both_ways_and_record_the_first_response(t: TestApp) {
     let all = t.get(&path).await;
     let texts: Vec<&str> =
         all["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, vec!["Where is my parcel?", "Let me check.", "It ships tomorrow."]);
-    let first_id = all["messages"][0]["id"].as_i64().unwrap();
+    // The opening message comes first: it is the history's start.
+    assert_eq!(texts, vec!["hi", "Where is my parcel?", "Let me check.", "It ships tomorrow."]);
+    let first_id = all["messages"][1]["id"].as_i64().unwrap();
     let page = t.get(&format!("{path}?after={first_id}&limit=1")).await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
     assert_eq!(page["messages"][0]["text"], "Let me check.");
@@ -1264,8 +1267,12 @@ async fn a_published_menu_workflow_asks_then_routes_the_answer_to_its_team(t: Te
     let id = c["id"].as_i64().unwrap();
     assert_eq!(c["status"], "unassigned", "waiting for the answer, not assigned by default: {c}");
     let messages = t.get(&format!("/v1/conversations/{id}/messages")).await;
-    assert_eq!(messages["messages"][0]["author"], "workflow");
-    assert_eq!(messages["messages"][0]["text"], "Hi Mia! What can we help you with?");
+    assert_eq!(
+        (messages["messages"][0]["author"].as_str(), messages["messages"][0]["text"].as_str()),
+        (Some("contact"), Some("hello"))
+    );
+    assert_eq!(messages["messages"][1]["author"], "workflow");
+    assert_eq!(messages["messages"][1]["text"], "Hi Mia! What can we help you with?");
     let runs = t.get(&format!("/v1/conversations/{id}/runs")).await;
     assert_eq!(runs["runs"][0]["status"], "active");
     assert_eq!(runs["runs"][0]["state"]["status"]["step"], "ask");
@@ -1753,4 +1760,400 @@ async fn streams_show_each_agent_its_work_live_and_resume_without_loss(t: TestAp
     all_task.abort();
     let r = t.call(&adapter, Method::GET, "/v1/stream", None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+/// Waits until `seen` holds `n` requests (a webhook receiver's), at most `secs` seconds.
+async fn received(
+    seen: &Seen,
+    n: usize,
+    secs: u64,
+) -> Vec<(std::collections::BTreeMap<String, String>, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while seen.lock().unwrap().len() < n {
+        assert!(std::time::Instant::now() < deadline, "only {:?}", seen.lock().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+/// The whole path of a message: an adapter posts it (a retry stores nothing twice), the
+/// published workflow greets and assigns, the agent's stream hears of it, the agent answers,
+/// and the adapter's receiver gets both answers signed with the channel's secret, after
+/// failing three times. A later message joins the conversation; one after a close reopens it;
+/// one after the reopen window opens a new one. Response and resolution times are recorded.
+async fn an_inbound_message_flows_through_workflow_agent_stream_and_back_to_the_adapter_signed(t: TestApp) {
+    let team = t.team("Support", "least_open").await;
+    let ana = t.agent("Ana", &[team], "online", 5).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let adapter = t.token("integration", None).await;
+    let w = t
+        .ok(Method::POST, "/v1/workflows", json!({ "template": "least_open_online_only", "team": team }))
+        .await;
+    t.ok(Method::POST, &format!("/v1/workflows/{}/publish", w["id"]), json!({})).await;
+    let (url, seen) = receiver(3).await;
+    let ch = t
+        .ok(
+            Method::POST,
+            "/v1/channels",
+            json!({ "kind": "whatsapp", "name": "WhatsApp +49", "outbound_url": url }),
+        )
+        .await;
+    let secret = ch["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("chsec_"), "{ch}");
+    let channel = ch["id"].as_i64().unwrap();
+    let hook = ch["webhook"].as_i64().unwrap();
+    assert!(t.get(&format!("/v1/channels/{channel}")).await.get("secret").is_none(), "shown once");
+    let (stream, stream_task) = listen(&t, &ana_token, None).await;
+
+    let inbound = format!("/v1/channels/{channel}/inbound");
+    let hello = json!({ "contact": { "external_id": "+4915100001", "name": "Mia" },
+                        "message": { "id": "wamid.1", "text": "Hello, my parcel is late" } });
+    let first = t.call(&adapter, Method::POST, &inbound, Some(hello.clone())).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(
+        (first.body["outcome"].as_str(), first.body["replayed"].as_bool()),
+        (Some("opened"), Some(false))
+    );
+    let c = &first.body["conversation"];
+    let cid = c["id"].as_i64().unwrap();
+    assert_eq!((c["assignee"].as_i64(), c["channel_id"].as_i64()), (Some(ana), Some(channel)), "{c}");
+    // The adapter retries (it did not see the answer): nothing new.
+    let before = t.fingerprint().await;
+    let again = t.call(&adapter, Method::POST, &inbound, Some(hello.clone())).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["replayed"], true);
+    assert_eq!(
+        (again.body["conversation"]["id"].as_i64(), &again.body["message"]),
+        (Some(cid), &first.body["message"])
+    );
+    assert_eq!(t.fingerprint().await, before, "a retry changes nothing");
+    until("Ana's stream to hear of the assignment", || {
+        stream
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "conversation.assigned" && e["conversation"] == cid)
+    })
+    .await;
+    let reply = t
+        .call(
+            &ana_token,
+            Method::POST,
+            &format!("/v1/conversations/{cid}/messages"),
+            Some(json!({ "text": "On its way!" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    until("Ana's stream to show her answer", || {
+        stream
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "message.sent" && e["data"]["message"] == reply.body["id"])
+    })
+    .await;
+
+    // Three failures, then both answers (the greeting, Ana's) arrive signed, with what an
+    // adapter needs to hand them on.
+    let got = received(&seen, 5, 30).await;
+    let mut texts = std::collections::BTreeMap::new();
+    for (headers, body) in &got {
+        assert!(verify(&secret, &headers["usher-signature"], body), "signature of {body}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(headers["usher-event"], "message.sent");
+        assert_eq!(v["contact"]["external_id"], "+4915100001");
+        assert_eq!(
+            (v["channel"]["id"].as_i64(), v["channel"]["kind"].as_str()),
+            (Some(channel), Some("whatsapp"))
+        );
+        texts.insert(headers["usher-delivery"].clone(), v["message"]["text"].as_str().unwrap().to_string());
+    }
+    let texts: std::collections::BTreeSet<_> = texts.into_values().collect();
+    assert!(texts.contains("On its way!") && texts.iter().any(|t| t.starts_with("Hi Mia")), "{texts:?}");
+    let deliveries = t.get(&format!("/v1/webhooks/{hook}/deliveries")).await;
+    let delivered: Vec<_> =
+        deliveries["deliveries"].as_array().unwrap().iter().filter(|d| d["status"] == "delivered").collect();
+    assert_eq!(delivered.len(), 2, "{deliveries}");
+    assert_eq!(delivered.iter().map(|d| d["attempts"].as_i64().unwrap()).sum::<i64>(), 5, "{deliveries}");
+
+    // A second message joins the conversation; the first response time is recorded.
+    let more = json!({ "contact": { "external_id": "+4915100001" }, "message": { "id": "wamid.2", "text": "Thanks" } });
+    let r = t.call(&adapter, Method::POST, &inbound, Some(more)).await;
+    assert_eq!(
+        (r.body["outcome"].as_str(), r.body["conversation"]["id"].as_i64()),
+        (Some("appended"), Some(cid))
+    );
+    assert!(r.body["conversation"]["first_response_seconds"].as_i64().is_some(), "{}", r.body);
+    assert!(r.body["conversation"]["resolution_seconds"].is_null());
+    let closed = t.ok(Method::POST, &format!("/v1/conversations/{cid}/close"), json!({})).await;
+    assert!(closed["resolution_seconds"].as_i64().is_some(), "{closed}");
+    // Within the reopen window: the same conversation, back to Ana.
+    let back = json!({ "contact": { "external_id": "+4915100001" }, "message": { "id": "wamid.3", "text": "One more thing" } });
+    let r = t.call(&adapter, Method::POST, &inbound, Some(back)).await;
+    assert_eq!(
+        (r.body["outcome"].as_str(), r.body["conversation"]["id"].as_i64()),
+        (Some("reopened"), Some(cid)),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["conversation"]["assignee"], ana);
+    assert!(r.body["conversation"]["resolution_seconds"].is_null(), "reopened: not resolved");
+    t.ok(Method::POST, &format!("/v1/conversations/{cid}/close"), json!({})).await;
+    t.ok(Method::PATCH, &format!("/v1/channels/{channel}"), json!({ "reopen_minutes": 0 })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let later = json!({ "contact": { "external_id": "+4915100001" }, "message": { "id": "wamid.4", "text": "New question" } });
+    let r = t.call(&adapter, Method::POST, &inbound, Some(later)).await;
+    assert_eq!(r.body["outcome"], "opened", "{}", r.body);
+    assert_ne!(r.body["conversation"]["id"].as_i64(), Some(cid));
+    assert_eq!(
+        r.body["conversation"]["contact"]["id"], first.body["conversation"]["contact"]["id"],
+        "the same contact"
+    );
+    let history = t.get(&format!("/v1/conversations/{cid}/messages")).await;
+    let inbound_texts: Vec<_> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(inbound_texts, ["Hello, my parcel is late", "Thanks", "One more thing"]);
+
+    // Bad input: a clear 4xx, nothing changed.
+    let before = t.fingerprint().await;
+    for (token, path, body, status, code) in [
+        (
+            &adapter,
+            format!("/v1/channels/{channel}/inbound"),
+            json!({ "contact": { "external_id": "x" }, "message": { "text": "no id" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            &adapter,
+            format!("/v1/channels/{channel}/inbound"),
+            json!({ "contact": { "external_id": "x" }, "message": { "id": "m", "text": " " } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            &adapter,
+            format!("/v1/channels/{channel}/inbound"),
+            json!({ "contact": { "external_id": "" }, "message": { "id": "m", "text": "x" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            &adapter,
+            format!("/v1/channels/{channel}/inbound"),
+            json!({ "contact": { "external_id": "x" }, "message": { "id": "m".repeat(201), "text": "x" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_long",
+        ),
+        (
+            &adapter,
+            "/v1/channels/999999/inbound".to_string(),
+            json!({ "contact": { "external_id": "x" }, "message": { "id": "m", "text": "x" } }),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            &ana_token,
+            format!("/v1/channels/{channel}/inbound"),
+            json!({ "contact": { "external_id": "x" }, "message": { "id": "m", "text": "x" } }),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            &t.admin,
+            "/v1/channels".to_string(),
+            json!({ "kind": "pigeon", "name": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            &t.admin,
+            "/v1/channels".to_string(),
+            json!({ "kind": "sms", "name": "x", "outbound_url": "https://x.test/" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "https_not_supported",
+        ),
+        (
+            &t.admin,
+            "/v1/channels".to_string(),
+            json!({ "kind": "sms", "name": "x", "team": 999999 }),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            &t.admin,
+            "/v1/channels".to_string(),
+            json!({ "kind": "sms", "name": "x", "reopen_minutes": -1 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_reopen_minutes",
+        ),
+        (
+            &adapter,
+            "/v1/channels".to_string(),
+            json!({ "kind": "sms", "name": "x" }),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ] {
+        let r = t.call(token, Method::POST, &path, Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path} {body}: {}",
+            r.body
+        );
+    }
+    assert_eq!(t.fingerprint().await, before, "refused calls change nothing");
+    stream_task.abort();
+}
+
+/// The widget's public API: a visitor gets an id and a token, writes, sees the greeting and
+/// the agent's answer on its stream (never internal notes), and nobody without the token can
+/// read or write as that visitor.
+async fn a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_only(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "online", 5).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let ch =
+        t.ok(Method::POST, "/v1/channels", json!({ "kind": "web_chat", "name": "Site", "team": team })).await;
+    let key = ch["public_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("wc_"), "{ch}");
+    let base = format!("/v1/webchat/{key}");
+    let v = t.raw(None, Method::POST, &format!("{base}/visitors"), None).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    let (visitor, token) =
+        (v.body["visitor"].as_str().unwrap().to_string(), v.body["token"].as_str().unwrap().to_string());
+    let other = t.raw(None, Method::POST, &format!("{base}/visitors"), None).await.body;
+    let q = format!("visitor={visitor}&token={token}");
+    let post = |body: Value| {
+        let path = format!("{base}/messages");
+        let t = &t;
+        async move { t.raw(None, Method::POST, &path, Some(body.to_string())).await }
+    };
+    let m =
+        post(json!({ "visitor": visitor, "token": token, "id": "c1", "text": "Hi, is anyone there?" })).await;
+    assert_eq!(m.status, StatusCode::CREATED, "{}", m.body);
+    assert_eq!(m.body["conversation"]["status"], "assigned");
+    assert!(m.body["conversation"].get("assignee").is_none(), "the visitor sees no agent ids");
+    let cid = m.body["conversation"]["id"].as_i64().unwrap();
+    assert_eq!(
+        post(json!({ "visitor": visitor, "token": token, "id": "c1", "text": "Hi, is anyone there?" }))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // The visitor's stream, read over real HTTP.
+    use futures_util::StreamExt;
+    let resp = t.http.get(format!("{}{base}/stream?{q}", t.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got: Received = Default::default();
+    let sink = got.clone();
+    let task = tokio::spawn(async move {
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                for line in block.lines() {
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        sink.lock().unwrap().push(serde_json::from_str(data).unwrap());
+                    }
+                }
+            }
+        }
+    });
+    let note = t
+        .call(
+            &t.admin,
+            Method::POST,
+            &format!("/v1/conversations/{cid}/messages"),
+            Some(json!({ "text": "Answer", "agent": ana })),
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED);
+    t.call(
+        &ana_token,
+        Method::POST,
+        &format!("/v1/conversations/{cid}/messages"),
+        Some(json!({ "text": "Yes! How can I help?" })),
+    )
+    .await;
+    until("the agent's answer on the visitor's stream", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "Yes! How can I help?" && m["direction"] == "outbound")
+    })
+    .await;
+    let texts: Vec<String> =
+        got.lock().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        texts.first().map(String::as_str),
+        Some("Hi, is anyone there?"),
+        "the history first: {texts:?}"
+    );
+    task.abort();
+    let history = t.raw(None, Method::GET, &format!("{base}/messages?{q}"), None).await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(history.body["messages"].as_array().unwrap().iter().all(|m| m.get("agent").is_none()));
+
+    // Someone else's token, a made-up visitor, a wrong key: refused, nothing changed.
+    let before = t.fingerprint().await;
+    let wrong = other["token"].as_str().unwrap();
+    for (method, path, body, status, code) in [
+        (
+            Method::GET,
+            format!("{base}/messages?visitor={visitor}&token={wrong}"),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "invalid_visitor",
+        ),
+        (
+            Method::GET,
+            format!("{base}/stream?visitor={visitor}&token={wrong}"),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "invalid_visitor",
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages"),
+            Some(json!({ "visitor": visitor, "token": wrong, "id": "c2", "text": "x" })),
+            StatusCode::UNAUTHORIZED,
+            "invalid_visitor",
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages"),
+            Some(json!({ "visitor": visitor, "token": token, "id": "c3", "text": "" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages"),
+            Some(json!({ "visitor": visitor, "token": token, "text": "no id" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (Method::POST, "/v1/webchat/wc_nope/visitors".to_string(), None, StatusCode::NOT_FOUND, "not_found"),
+        (Method::GET, format!("{base}/messages"), None, StatusCode::BAD_REQUEST, "invalid_query"),
+    ] {
+        let r = t.raw(None, method, &path, body.map(|b| b.to_string())).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{path}: {}", r.body);
+    }
+    assert_eq!(t.fingerprint().await, before);
+    // The page and the widget are served by the server itself.
+    let page = t.http.get(format!("{}/chat/{key}", t.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains(&format!("data-channel=\"{key}\"")));
+    let js = t.http.get(format!("{}/widget.js", t.base)).send().await.unwrap();
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
 }

@@ -5,6 +5,7 @@
 use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
+use crate::presence::StatusChange;
 use crate::routing::{enum_str, parse_enum, Need, Scope};
 use crate::sql::{query, Row};
 use crate::types::*;
@@ -535,17 +536,20 @@ impl Store {
         status: Presence,
         now: Millis,
     ) -> Result<Agent, StoreError> {
-        retrying!(self.set_status_once(ws, id, status, now).await)?;
+        retrying!(self.set_status_once(ws, id, StatusChange::To(status), now).await)?;
         self.agent(ws, id, now).await
     }
 
-    async fn set_status_once(
+    /// Changes an agent's presence: to the one asked for (by hand: Usher forgets any presence
+    /// it took away), or as its console links say (`usher_core::presence::follow`, decided on
+    /// the locked row). Answers whether the presence changed.
+    pub(crate) async fn set_status_once(
         &self,
         ws: i64,
         id: i64,
-        status: Presence,
+        change: StatusChange,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         query("SELECT id FROM agents WHERE id = $1 AND workspace_id = $2")
             .bind(id)
@@ -563,25 +567,41 @@ impl Store {
             .agent(usher_core::model::AgentId(id))
             .map(|a| a.presence)
             .ok_or_else(|| StoreError::not_found(format!("agent {id}")))?;
-        if before == status {
-            tx.rollback().await?;
-            return Ok(());
-        }
-        let before = before.as_str();
-        query("UPDATE agents SET status = $1 WHERE id = $2")
+        let (status, taken, by) = match change {
+            StatusChange::To(status) => (status, None, "hand"),
+            StatusChange::FollowLinks { grace_millis } => {
+                let links = self.links_in(&mut tx, id).await?;
+                match usher_core::presence::follow(before, &links, Timestamp(now), grace_millis) {
+                    usher_core::presence::Follow::Stay => {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                    usher_core::presence::Follow::TurnAway { from } => {
+                        (Presence::Away, Some(from), "connection")
+                    }
+                    usher_core::presence::Follow::Return { to } => (to, None, "connection"),
+                }
+            }
+        };
+        query("UPDATE agents SET status = $1, away_from = $2 WHERE id = $3")
             .bind(status.as_str())
+            .bind(taken.map(|p| p.as_str()))
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if before == status {
+            tx.commit().await?;
+            return Ok(false);
+        }
         let mut events = vec![PendingEvent::new("agent.status_changed")
             .agent(Some(id))
-            .data(json!({ "from": before, "to": status.as_str() }))];
+            .data(json!({ "from": before.as_str(), "to": status.as_str(), "by": by }))];
         if status != Presence::Offline {
             self.drain_for_agents(&mut tx, ws, &[id], now, &mut events).await?;
         }
         append_events(&mut tx, ws, now, &events).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// One agent.

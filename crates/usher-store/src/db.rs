@@ -291,6 +291,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "messages", include_str!("../migrations/sqlite/0009_messages.sql")),
     (10, "runs", include_str!("../migrations/sqlite/0010_runs.sql")),
     (11, "webhooks", include_str!("../migrations/sqlite/0011_webhooks.sql")),
+    (12, "channels", include_str!("../migrations/sqlite/0012_channels.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
@@ -304,6 +305,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "messages", include_str!("../migrations/postgres/0009_messages.sql")),
     (10, "runs", include_str!("../migrations/postgres/0010_runs.sql")),
     (11, "webhooks", include_str!("../migrations/postgres/0011_webhooks.sql")),
+    (12, "channels", include_str!("../migrations/postgres/0012_channels.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).

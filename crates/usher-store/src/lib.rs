@@ -36,10 +36,12 @@
 
 mod admin;
 pub mod bench;
+pub mod channels;
 mod db;
 mod error;
 pub mod language;
 mod messages;
+pub mod presence;
 mod routing;
 pub mod runs;
 mod sql;

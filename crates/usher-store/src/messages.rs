@@ -3,7 +3,8 @@
 //! conversation's first response time. Messages change no routing state, so a message takes
 //! no team or agent lock: only the conversation's row, for its first response.
 
-use crate::db::{append_events, PendingEvent, Store};
+use crate::channels::Via;
+use crate::db::{append_events, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
 use crate::routing::parse_enum;
@@ -12,7 +13,45 @@ use crate::types::{rfc3339, Author, Message, Millis};
 use serde_json::json;
 use usher_core::manual::Status;
 
-fn message_view(row: &Row) -> Result<Message, StoreError> {
+/// A message's text must hold something, no NUL, and at most [`limits::MESSAGE_LEN`] bytes.
+pub(crate) fn check_message(text: &str) -> Result<(), StoreError> {
+    if text.trim().is_empty() || text.contains('\0') {
+        return Err(StoreError::invalid("invalid_field", "text must not be empty nor hold NUL characters"));
+    }
+    if text.len() > limits::MESSAGE_LEN {
+        return Err(StoreError::invalid(
+            "too_long",
+            format!("text is longer than {} bytes", limits::MESSAGE_LEN),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a conversation's opening message (the contact's) inside the opening transaction.
+pub(crate) async fn insert_inbound(
+    tx: &mut Tx,
+    ws: i64,
+    conversation: i64,
+    text: &str,
+    via: Option<&Via>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    query(
+        "INSERT INTO messages (workspace_id, conversation_id, direction, author, agent_id, text, created_at, \
+         channel_id, channel_message_id) VALUES ($1, $2, 'inbound', 'contact', NULL, $3, $4, $5, $6)",
+    )
+    .bind(ws)
+    .bind(conversation)
+    .bind(text)
+    .bind(now)
+    .bind(via.map(|v| v.channel))
+    .bind(via.and_then(|v| v.message_id.as_deref()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn message_view(row: &Row) -> Result<Message, StoreError> {
     Ok(Message {
         id: row.try_get("id")?,
         conversation: row.try_get("conversation_id")?,
@@ -37,18 +76,24 @@ impl Store {
         text: &str,
         now: Millis,
     ) -> Result<Message, StoreError> {
-        if text.trim().is_empty() || text.contains('\0') {
-            return Err(StoreError::invalid(
-                "invalid_field",
-                "text must not be empty nor hold NUL characters",
-            ));
-        }
-        if text.len() > limits::MESSAGE_LEN {
-            return Err(StoreError::invalid(
-                "too_long",
-                format!("text is longer than {} bytes", limits::MESSAGE_LEN),
-            ));
-        }
+        Ok(self.post_via(ws, conversation, author, agent, text, None, now).await?.0)
+    }
+
+    /// [`Store::post_message`] for a message that came through a channel with the channel's
+    /// id for it: a second message with the same id stores nothing and answers the first
+    /// (`true` as the second value).
+    #[allow(clippy::too_many_arguments)] // the parts of one message, each used once
+    pub(crate) async fn post_via(
+        &self,
+        ws: i64,
+        conversation: i64,
+        author: Author,
+        agent: Option<i64>,
+        text: &str,
+        via: Option<&Via>,
+        now: Millis,
+    ) -> Result<(Message, bool), StoreError> {
+        check_message(text)?;
         let mut tx = self.begin().await?;
         let lock = match self.backend {
             crate::db::Backend::Postgres => " FOR UPDATE",
@@ -89,9 +134,10 @@ impl Store {
                 ("outbound", Some(a))
             }
         };
-        let id: i64 = query(
-            "INSERT INTO messages (workspace_id, conversation_id, direction, author, agent_id, text, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        let inserted = query(
+            "INSERT INTO messages (workspace_id, conversation_id, direction, author, agent_id, text, created_at, \
+             channel_id, channel_message_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (channel_id, channel_message_id) DO NOTHING RETURNING id",
         )
         .bind(ws)
         .bind(conversation)
@@ -100,9 +146,19 @@ impl Store {
         .bind(agent)
         .bind(text)
         .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        .bind(via.map(|v| v.channel))
+        .bind(via.and_then(|v| v.message_id.as_deref()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(inserted) = inserted else {
+            // The channel sent this message before: answer what the first time stored.
+            tx.rollback().await?;
+            let via =
+                via.ok_or_else(|| StoreError::Corrupt("a message without a channel id conflicted".into()))?;
+            let earlier = self.channel_message(via).await?;
+            return Ok((earlier.ok_or(StoreError::Moved)?, true));
+        };
+        let id: i64 = inserted.try_get(0)?;
         let first = author == Author::Agent
             && row.try_get::<Option<i64>, _>("assigned_at")?.is_some()
             && row.try_get::<Option<i64>, _>("first_response_at")?.is_none();
@@ -150,15 +206,29 @@ impl Store {
                 }
             }
         }
-        Ok(Message {
-            id,
-            conversation,
-            direction: direction.into(),
-            author,
-            agent,
-            text: text.into(),
-            at: rfc3339(now),
-        })
+        Ok((
+            Message {
+                id,
+                conversation,
+                direction: direction.into(),
+                author,
+                agent,
+                text: text.into(),
+                at: rfc3339(now),
+            },
+            false,
+        ))
+    }
+
+    /// The message a channel sent with this id, if it has been stored.
+    pub(crate) async fn channel_message(&self, via: &Via) -> Result<Option<Message>, StoreError> {
+        let Some(id) = via.message_id.as_deref() else { return Ok(None) };
+        let row = query("SELECT * FROM messages WHERE channel_id = $1 AND channel_message_id = $2")
+            .bind(via.channel)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message_view).transpose()
     }
 
     /// A conversation's messages in order, after message `after`, at most `limit` (capped).

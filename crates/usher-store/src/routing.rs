@@ -7,6 +7,7 @@
 //! 4. write back the conversation, the counters that moved, the rotation, the decision and
 //!    its trace, and the events ([`Store::save`]), then commit.
 
+use crate::channels::Via;
 use crate::db::{append_events, json_col, retrying, u32_col, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::limits;
@@ -89,7 +90,7 @@ pub(crate) struct ConvRow {
 
 pub(crate) const CONV_COLUMNS: &str =
     "c.id, c.status, c.assignee_id, c.last_assignee_id, c.team_id, c.reserved_for, \
-     c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, c.first_response_at, \
+     c.channel, c.priority, c.request, c.message, c.opened_at, c.assigned_at, c.closed_at, c.first_response_at, c.channel_id, \
      k.id AS contact_id, k.channel AS contact_channel, k.external_id, k.name AS contact_name, \
      k.language AS contact_language, k.language_confidence AS contact_language_confidence, \
      k.tags AS contact_tags, k.attributes AS contact_attributes";
@@ -129,6 +130,9 @@ fn conv_row(row: &Row) -> Result<ConvRow, StoreError> {
 
 pub(crate) fn conversation_view(row: &Row, place: Option<QueuePlace>) -> Result<Conversation, StoreError> {
     let status = status_of(row)?;
+    let opened: i64 = row.try_get("opened_at")?;
+    let closed: Option<i64> = row.try_get("closed_at")?;
+    let first_response: Option<i64> = row.try_get("first_response_at")?;
     Ok(Conversation {
         id: row.try_get("id")?,
         status,
@@ -149,10 +153,13 @@ pub(crate) fn conversation_view(row: &Row, place: Option<QueuePlace>) -> Result<
         },
         message: row.try_get("message")?,
         queue: if status == Status::Queued { place } else { None },
-        opened_at: rfc3339(row.try_get("opened_at")?),
+        opened_at: rfc3339(opened),
         assigned_at: row.try_get::<Option<i64>, _>("assigned_at")?.map(rfc3339),
-        closed_at: row.try_get::<Option<i64>, _>("closed_at")?.map(rfc3339),
-        first_response_at: row.try_get::<Option<i64>, _>("first_response_at")?.map(rfc3339),
+        closed_at: closed.map(rfc3339),
+        first_response_at: first_response.map(rfc3339),
+        first_response_seconds: first_response.map(|t| (t - opened) / 1000),
+        resolution_seconds: closed.map(|t| (t - opened) / 1000),
+        channel_id: row.try_get("channel_id")?,
     })
 }
 
@@ -778,6 +785,21 @@ impl Store {
         idempotency_key: Option<&str>,
         now: Millis,
     ) -> Result<(Conversation, bool), StoreError> {
+        self.open_via(ws, new, idempotency_key, None, now).await
+    }
+
+    /// [`Store::open_conversation`] for a message that came through a channel (see
+    /// `channels.rs`): the conversation remembers the channel, its first message keeps the
+    /// channel's id for it, and a contact that already has an open conversation on the channel
+    /// gets `Conflict{conversation_open}` instead of a second one.
+    pub(crate) async fn open_via(
+        &self,
+        ws: i64,
+        new: &NewConversation,
+        idempotency_key: Option<&str>,
+        via: Option<&Via>,
+        now: Millis,
+    ) -> Result<(Conversation, bool), StoreError> {
         let started = std::time::Instant::now();
         // A published workflow replaces the team's default assignment, unless the request
         // says how to route it itself.
@@ -787,7 +809,7 @@ impl Store {
             None
         };
         let (id, replayed, run) =
-            retrying!(self.open_once(ws, new, idempotency_key, workflow.as_ref(), now).await)?;
+            retrying!(self.open_once(ws, new, idempotency_key, via, workflow.as_ref(), now).await)?;
         if let Some(run) = run {
             // The run's first steps (the greeting, the assignment) before answering; after a
             // crash here the worker carries them out.
@@ -804,6 +826,7 @@ impl Store {
         ws: i64,
         new: &NewConversation,
         key: Option<&str>,
+        via: Option<&Via>,
         workflow: Option<&(i64, i64, usher_workflow::Workflow)>,
         now: Millis,
     ) -> Result<(i64, bool, Option<i64>), StoreError> {
@@ -911,6 +934,23 @@ impl Store {
             // Another command assigned this contact meanwhile: decide again with its agent.
             return Err(StoreError::Moved);
         }
+        if let Some(via) = via {
+            // One open conversation per contact and channel: a message that raced another
+            // one's opening joins it instead.
+            let open = query(
+                "SELECT id FROM conversations WHERE contact_id = $1 AND channel_id = $2 AND status <> 'closed' LIMIT 1",
+            )
+            .bind(contact_id)
+            .bind(via.channel)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if open.is_some() {
+                return Err(StoreError::conflict(
+                    "conversation_open",
+                    "the contact already has an open conversation on this channel",
+                ));
+            }
+        }
         let when_nobody = match (new.when_nobody, new.team) {
             (Some(w), _) => w,
             (None, Some(team)) => policies.get(&team).copied().unwrap_or_default(),
@@ -918,8 +958,8 @@ impl Store {
         };
         let id: i64 = query(
             "INSERT INTO conversations (workspace_id, contact_id, channel, team_id, status, priority, priority_rank, \
-             queued_at, request, message, opened_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'unassigned', $5, $6, $7, 'null', $8, $9, $10) RETURNING id",
+             queued_at, request, message, opened_at, updated_at, channel_id) \
+             VALUES ($1, $2, $3, $4, 'unassigned', $5, $6, $7, 'null', $8, $9, $10, $11) RETURNING id",
         )
         .bind(ws)
         .bind(contact_id)
@@ -931,9 +971,14 @@ impl Store {
         .bind(&new.message)
         .bind(now)
         .bind(now)
+        .bind(via.map(|v| v.channel))
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
+        if let Some(text) = &new.message {
+            // The first message opens the conversation's history too.
+            crate::messages::insert_inbound(&mut tx, ws, id, text, via, now).await?;
+        }
         if let Some(key) = key {
             query("UPDATE idempotency SET conversation_id = $1 WHERE workspace_id = $2 AND key = $3")
                 .bind(id)

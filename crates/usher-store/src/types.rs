@@ -363,6 +363,14 @@ pub struct Conversation {
     pub closed_at: Option<String>,
     /// When an agent first answered after the assignment (RFC 3339).
     pub first_response_at: Option<String>,
+    /// First response time: seconds from the opening to the agent's first answer (what the
+    /// contact waited for a person).
+    pub first_response_seconds: Option<i64>,
+    /// Resolution time: seconds from the opening to the close (none while open; a reopen
+    /// clears it until the next close).
+    pub resolution_seconds: Option<i64>,
+    /// The channel (as configured in `/v1/channels`) it came through, if an adapter opened it.
+    pub channel_id: Option<i64>,
 }
 
 /// A filter for listing conversations.

@@ -9,7 +9,9 @@
 //!
 //! ## What a receiver gets
 //! `POST` to the subscription's URL with a JSON body `{"id": DELIVERY, "event": EVENT}` (the
-//! event as `GET /v1/events` shows it) and headers:
+//! event as `GET /v1/events` shows it; a message's event, `message.sent` or
+//! `message.received`, also carries `message`, `contact` `{id, external_id, name}` and
+//! `channel` `{id, kind}`, so that a channel adapter can hand the message on) and headers:
 //! - `Usher-Delivery`: the delivery id (the same on every retry: de-duplicate on it);
 //! - `Usher-Event`: the event's kind;
 //! - `Usher-Signature`: `t=UNIX_SECONDS,v1=HEX`, where `HEX` is the HMAC-SHA256, keyed with
@@ -21,7 +23,7 @@
 //! [`PAUSE_AFTER`] failures in a row the subscription is paused (`webhook.paused` in the log)
 //! until it is resumed, and nothing is retried for ever.
 
-use crate::db::{append_events, PendingEvent, Store};
+use crate::db::{append_events, PendingEvent, Store, Tx};
 use crate::error::StoreError;
 use crate::sql::{query, Row};
 use crate::types::{rfc3339, Event, Millis};
@@ -59,6 +61,8 @@ pub struct Webhook {
     pub failures: i64,
     /// Why it was paused.
     pub paused_reason: Option<String>,
+    /// The channel that owns it (its outbound messages), if any.
+    pub channel: Option<i64>,
     /// The signing secret, shown once, when it is made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -129,13 +133,14 @@ fn webhook_view(row: &Row) -> Result<Webhook, StoreError> {
         status: row.try_get("status")?,
         failures: row.try_get("failures")?,
         paused_reason: row.try_get("paused_reason")?,
+        channel: row.try_get("channel_id")?,
         secret: None,
     })
 }
 
 /// Receivers are reached over plain HTTP (the build carries no TLS stack yet): an `https://`
 /// URL is refused with its own code rather than accepted and failed for ever.
-fn check_url(url: &str) -> Result<(), StoreError> {
+pub(crate) fn check_url(url: &str) -> Result<(), StoreError> {
     if url.starts_with("https://") {
         return Err(StoreError::invalid(
             "https_not_supported",
@@ -181,35 +186,53 @@ impl Store {
         let secret = crate::admin::new_secret().replace("usher_", "whsec_");
         self.sequence_events(ws).await?;
         let mut tx = self.begin().await?;
-        let cursor: i64 = query("SELECT event_seq FROM workspaces WHERE id = $1")
-            .bind(ws)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let id: i64 = query(
-            "INSERT INTO webhooks (workspace_id, url, events, secret, status, cursor_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $6) RETURNING id",
-        )
-        .bind(ws)
-        .bind(url)
-        .bind(serde_json::to_string(events)?)
-        .bind(&secret)
-        .bind(cursor)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        append_events(
-            &mut tx,
-            ws,
-            now,
-            &[PendingEvent::new("webhook.created").data(json!({ "webhook": id }))],
-        )
-        .await?;
+        let id = self.insert_webhook(&mut tx, ws, url, events, &secret, None, now).await?;
         tx.commit().await?;
         let mut w = self.webhook(ws, id).await?;
         w.secret = Some(secret);
         Ok(w)
+    }
+
+    /// Adds a subscription starting after the log's last numbered event (a channel's own, for
+    /// its outbound messages, names the channel).
+    #[allow(clippy::too_many_arguments)] // the parts of one subscription, each used once
+    pub(crate) async fn insert_webhook(
+        &self,
+        tx: &mut Tx,
+        ws: i64,
+        url: &str,
+        events: &[String],
+        secret: &str,
+        channel: Option<i64>,
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let cursor: i64 = query("SELECT event_seq FROM workspaces WHERE id = $1")
+            .bind(ws)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        let id: i64 = query(
+            "INSERT INTO webhooks (workspace_id, url, events, secret, status, cursor_seq, created_at, updated_at, channel_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $6, $7) RETURNING id",
+        )
+        .bind(ws)
+        .bind(url)
+        .bind(serde_json::to_string(events)?)
+        .bind(secret)
+        .bind(cursor)
+        .bind(now)
+        .bind(channel)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+        append_events(
+            tx,
+            ws,
+            now,
+            &[PendingEvent::new("webhook.created").data(json!({ "webhook": id, "channel": channel }))],
+        )
+        .await?;
+        Ok(id)
     }
 
     /// One subscription.
@@ -294,18 +317,22 @@ impl Store {
             self.sequence_events(ws).await?;
             let lock = self.for_update();
             let mut tx = self.begin().await?;
-            let Some(row) =
-                query(&format!("SELECT events, cursor_seq, status FROM webhooks WHERE id = $1{lock}"))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
+            let Some(row) = query(&format!(
+                "SELECT events, cursor_seq, status, channel_id FROM webhooks WHERE id = $1{lock}"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
             else {
                 continue;
             };
             let wanted: Vec<String> = crate::db::json_col(&row, "events")?;
             let cursor: i64 = row.try_get("cursor_seq")?;
+            let channel: Option<i64> = row.try_get("channel_id")?;
+            // A channel's subscription takes only its own conversations' events.
             let sql = format!(
-                "SELECT seq, kind FROM events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT {DISPATCH_BATCH}"
+                "SELECT e.seq, e.kind, c.channel_id FROM events e LEFT JOIN conversations c ON c.id = e.conversation_id \
+                 WHERE e.workspace_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT {DISPATCH_BATCH}"
             );
             let events = query(&sql).bind(ws).bind(cursor).fetch_all(&mut *tx).await?;
             let Some(last) = events.last().map(|e| e.try_get::<i64, _>("seq")).transpose()? else {
@@ -314,6 +341,9 @@ impl Store {
             for e in &events {
                 let kind: String = e.try_get("kind")?;
                 if !wanted.is_empty() && !wanted.contains(&kind) {
+                    continue;
+                }
+                if channel.is_some() && e.try_get::<Option<i64>, _>("channel_id")? != channel {
                     continue;
                 }
                 query(
@@ -337,6 +367,42 @@ impl Store {
             tx.commit().await?;
         }
         Ok(made)
+    }
+
+    /// A delivery's body: the event, and for a message's event the message itself, its
+    /// conversation's contact and channel, so that an adapter can hand it on at once.
+    async fn delivery_body(&self, id: i64, event: Event) -> Result<String, StoreError> {
+        let message = match (event.kind.as_str(), event.data.get("message").and_then(|m| m.as_i64())) {
+            ("message.sent" | "message.received", Some(m)) => {
+                query(
+                    "SELECT m.*, k.id AS contact_id, k.external_id, k.name AS contact_name, c.channel AS kind, \
+                     c.channel_id AS conversation_channel FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                     JOIN contacts k ON k.id = c.contact_id WHERE m.id = $1",
+                )
+                .bind(m)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            _ => None,
+        };
+        let Some(row) = message else {
+            return Ok(json!({ "id": id, "event": event }).to_string());
+        };
+        let body = json!({
+            "id": id,
+            "event": event,
+            "message": crate::messages::message_view(&row)?,
+            "contact": {
+                "id": row.try_get::<i64, _>("contact_id")?,
+                "external_id": row.try_get::<String, _>("external_id")?,
+                "name": row.try_get::<Option<String>, _>("contact_name")?,
+            },
+            "channel": {
+                "id": row.try_get::<Option<i64>, _>("conversation_channel")?,
+                "kind": row.try_get::<String, _>("kind")?,
+            },
+        });
+        Ok(body.to_string())
     }
 
     /// Deliveries due at `now` on active subscriptions, with their bodies.
@@ -371,7 +437,7 @@ impl Store {
                 url: r.try_get("url")?,
                 secret: r.try_get("secret")?,
                 kind: r.try_get("kind")?,
-                body: json!({ "id": id, "event": event }).to_string(),
+                body: self.delivery_body(id, event).await?,
             });
         }
         Ok(out)

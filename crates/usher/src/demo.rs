@@ -48,8 +48,32 @@ pub async fn seed(store: &Store, ws: i64) -> Result<()> {
         };
         store.create_agent(ws, &new, now).await?;
     }
-    eprintln!("  Demo: teams Support (least open contacts) and Sales (round robin), six agents.");
+    // A web-chat channel whose conversations a published workflow greets and routes to
+    // Support: the page at /chat/KEY is a customer's side of it.
+    let chat = usher_store::channels::NewChannel {
+        kind: Channel::WebChat,
+        name: "Website chat".into(),
+        team: Some(support.id),
+        outbound_url: None,
+        reopen_minutes: None,
+    };
+    store.create_channel(ws, &chat, now).await?;
+    let params = usher_workflow::templates::Params { team: Some(support.id), ..Default::default() };
+    let mut greet = usher_workflow::templates::instantiate("least_open_online_only", &params)?;
+    greet.name = "Website chat: greet, then least open contacts in Support".into();
+    greet.channels = vec![Channel::WebChat];
+    let draft = store.create_workflow(ws, &greet, now).await?;
+    store.publish_workflow(ws, draft.id, now).await?;
+    eprintln!("  Demo: teams Support (least open contacts) and Sales (round robin), six agents,");
+    eprintln!("        a web-chat channel and a published workflow that greets and routes its visitors.");
     Ok(())
+}
+
+/// The demo's customer chat page, once the server listens at `base`.
+pub async fn chat_url(store: &Store, ws: i64, base: &str) -> Option<String> {
+    let channels = store.channels(ws).await.ok()?;
+    let key = channels.into_iter().find_map(|c| c.public_key)?;
+    Some(format!("{base}/chat/{key}"))
 }
 
 /// Opens a conversation every two seconds and closes the oldest open one every three,

@@ -66,7 +66,7 @@ struct DbArgs {
     #[arg(long, env = "USHER_DATABASE_URL")]
     database: Option<String>,
     /// A TOML config file with any of: listen, data, database, log_format, rate_per_second,
-    /// rate_burst, time_zone.
+    /// rate_burst, time_zone, presence_grace.
     #[arg(long, env = "USHER_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Time zone of the first workspace (daily limits reset at its midnight) [default: UTC].
     #[arg(long, env = "USHER_TIME_ZONE")]
     time_zone: Option<String>,
+    /// Seconds an agent's console connections may all be gone before the agent is turned
+    /// away (and back when it reconnects) [default: 120].
+    #[arg(long, env = "USHER_PRESENCE_GRACE")]
+    presence_grace: Option<u64>,
     /// On an empty database, create a demo workspace (two teams, agents with mixed presence and
     /// skills) and keep a trickle of demo conversations flowing, printing each decision.
     #[arg(long)]
@@ -107,6 +111,7 @@ struct FileConfig {
     rate_per_second: Option<u32>,
     rate_burst: Option<u32>,
     time_zone: Option<String>,
+    presence_grace: Option<u64>,
 }
 
 fn read_config(path: Option<&Path>) -> Result<FileConfig> {
@@ -207,11 +212,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
         args.rate_per_second.or(file.rate_per_second).unwrap_or(usher_server::limits::RATE_PER_SECOND),
         args.rate_burst.or(file.rate_burst).unwrap_or(usher_server::limits::RATE_BURST),
     );
+    let grace = args.presence_grace.or(file.presence_grace);
+    let state = match grace {
+        Some(g) => state.with_presence_grace(g),
+        None => state,
+    };
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, database = %redact(&url), "usher is listening");
     eprintln!("  Usher is listening on http://{bound}  (API under /v1, OpenAPI at /v1/openapi.json)");
+    if args.demo {
+        if let Some(url) = demo::chat_url(&store, 1, &format!("http://{bound}")).await {
+            eprintln!("  Chat as a customer: {url}");
+        }
+    }
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     store.shutdown().await;
     tracing::info!("stopped cleanly");
