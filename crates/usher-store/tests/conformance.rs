@@ -87,6 +87,8 @@ scenarios! {
     the_language_is_detected_when_unknown => sqlite_the_language_is_detected_when_unknown, postgres_the_language_is_detected_when_unknown;
     runs_wait_survive_a_restart_and_step_once => sqlite_runs_wait_survive_a_restart_and_step_once, postgres_runs_wait_survive_a_restart_and_step_once;
     webhook_deliveries_survive_a_restart_retry_and_pause => sqlite_webhook_deliveries_survive_a_restart_retry_and_pause, postgres_webhook_deliveries_survive_a_restart_retry_and_pause;
+    presence_follows_the_console_with_a_grace_period => sqlite_presence_follows_the_console_with_a_grace_period, postgres_presence_follows_the_console_with_a_grace_period;
+    inbound_messages_race_into_one_conversation => sqlite_inbound_messages_race_into_one_conversation, postgres_inbound_messages_race_into_one_conversation;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2653,4 +2655,108 @@ async fn webhook_deliveries_survive_a_restart_retry_and_pause(db: Db) {
         next - now
     );
     assert_eq!(d.last_error.as_deref(), Some("connection refused"));
+}
+
+/// Presence follows the console's links, on a fake clock: nothing within the grace period;
+/// turned away after it (work queues instead of reaching the agent); back with the presence
+/// taken (busy stays busy) when a link returns, and the queue drains to it; a link of a dead
+/// node goes stale; a presence set by hand is never undone; an agent that never connected is
+/// never touched.
+async fn presence_follows_the_console_with_a_grace_period(db: Db) {
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("T", Strategy::RoundRobin, WhenNobody::Queue)).await;
+    let ana = agent(s, ws, &new_agent("Ana", &[t], 5, Presence::Online)).await;
+    let api_only = agent(s, ws, &new_agent("Api", &[], 5, Presence::Online)).await;
+    const GRACE: i64 = 120_000;
+    let status = |id: i64| async move { s.agent(ws, id, T0).await.unwrap().status };
+
+    let link = s.link_opened(ws, ana, T0).await.unwrap();
+    s.link_seen(link, T0 + 30_000).await.unwrap();
+    assert!(s.sweep_presence(T0 + 60_000, 0).await.unwrap().is_empty(), "a live link keeps Ana, whatever the grace");
+    s.link_closed(link, T0 + 40_000).await.unwrap();
+    assert!(s.sweep_presence(T0 + 40_000 + GRACE - 1, GRACE).await.unwrap().is_empty(), "within the grace period");
+    assert_eq!(status(ana).await, Presence::Online);
+    assert_eq!(s.sweep_presence(T0 + 40_000 + GRACE, GRACE).await.unwrap(), vec![(ws, ana)]);
+    assert_eq!(status(ana).await, Presence::Away);
+    assert_eq!(status(api_only).await, Presence::Online, "never connected: never touched");
+    let events = s.events(ws, 0, 1000).await.unwrap();
+    let turned = events.iter().rfind(|e| e.kind == "agent.status_changed").unwrap();
+    assert_eq!(turned.data, serde_json::json!({ "from": "online", "to": "away", "by": "connection" }));
+
+    // Work arriving meanwhile waits instead of reaching a closed laptop; the return drains it.
+    let waiting = open(s, ws, &new_conv(Some(t), "c1"), T0 + 200_000).await;
+    assert_eq!(waiting.status, Status::Queued);
+    let link = s.link_opened(ws, ana, T0 + 300_000).await.unwrap();
+    assert_eq!(status(ana).await, Presence::Online, "given back");
+    assert_eq!(conv(s, ws, waiting.id, T0 + 300_000).await.assignee, Some(ana), "the queue drained to Ana");
+    audit_clean(s, ws).await;
+
+    // A node that dies leaves its link; it goes stale and counts as gone since last seen.
+    s.set_status(ws, ana, Presence::Busy, T0 + 300_000).await.unwrap();
+    let stale_at = T0 + 300_000 + usher_store::presence::LINK_STALE_MILLIS;
+    assert!(s.sweep_presence(stale_at, GRACE).await.unwrap().is_empty(), "stale, but the grace runs from last seen");
+    assert_eq!(s.sweep_presence(T0 + 300_000 + GRACE, GRACE).await.unwrap(), vec![(ws, ana)]);
+    assert_eq!(status(ana).await, Presence::Away);
+    s.link_closed(link, T0 + 500_000).await.unwrap(); // already gone: harmless
+    let again = s.link_opened(ws, ana, T0 + 600_000).await.unwrap();
+    assert_eq!(status(ana).await, Presence::Busy, "busy was taken, busy comes back");
+
+    // By hand wins: set away, then the console comes and goes; nothing is undone.
+    s.link_closed(again, T0 + 700_000).await.unwrap();
+    s.set_status(ws, ana, Presence::Offline, T0 + 700_000).await.unwrap();
+    assert!(s.sweep_presence(T0 + 700_000 + GRACE, GRACE).await.unwrap().is_empty());
+    let l = s.link_opened(ws, ana, T0 + 800_000).await.unwrap();
+    assert_eq!(status(ana).await, Presence::Offline, "the agent's own choice stays");
+    // Turned away, then set away by hand: the agent took over, so a returning link leaves it.
+    s.link_closed(l, T0 + 810_000).await.unwrap();
+    s.set_status(ws, ana, Presence::Online, T0 + 810_000).await.unwrap();
+    assert_eq!(s.sweep_presence(T0 + 810_000 + GRACE, GRACE).await.unwrap(), vec![(ws, ana)]);
+    s.set_status(ws, ana, Presence::Away, T0 + 950_000).await.unwrap();
+    s.link_opened(ws, ana, T0 + 960_000).await.unwrap();
+    assert_eq!(status(ana).await, Presence::Away);
+    assert!(matches!(s.link_opened(ws, 999_999, T0).await, Err(StoreError::NotFound { .. })));
+}
+
+/// Two first messages of one contact that race each other open one conversation, and a retry
+/// of either stores nothing twice.
+async fn inbound_messages_race_into_one_conversation(db: Db) {
+    use usher_store::channels::{Inbound, NewChannel};
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("T", Strategy::RoundRobin, WhenNobody::Queue)).await;
+    agent(s, ws, &new_agent("Ana", &[t], 50, Presence::Online)).await;
+    let ch = s
+        .create_channel(
+            ws,
+            &NewChannel { kind: Channel::Telegram, name: "Bot".into(), team: Some(t), outbound_url: None, reopen_minutes: None },
+            T0,
+        )
+        .await
+        .unwrap();
+    let msg = |id: &str| Inbound {
+        contact: NewContact { external_id: "@mia".into(), name: Some("Mia".into()), language: None, tags: vec![] },
+        message_id: id.into(),
+        text: format!("message {id}"),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = s.clone();
+        let m = msg(&format!("m{}", i % 4));
+        let channel = ch.id;
+        tasks.push(tokio::spawn(async move { store.inbound(ws, channel, &m, T0 + 1_000).await }));
+    }
+    let mut conversations = BTreeSet::new();
+    let mut messages = BTreeMap::new();
+    for task in tasks {
+        let r = task.await.unwrap().expect("inbound");
+        conversations.insert(r.conversation.id);
+        messages.entry(r.message.text.clone()).or_insert_with(BTreeSet::new).insert(r.message.id);
+    }
+    assert_eq!(conversations.len(), 1, "one conversation: {conversations:?}");
+    assert_eq!(messages.len(), 4);
+    assert!(messages.values().all(|ids| ids.len() == 1), "each message stored once: {messages:?}");
+    let stored = db.count("SELECT COUNT(*) FROM messages").await;
+    assert_eq!(stored, 4);
+    audit_clean(s, ws).await;
 }
