@@ -19,9 +19,11 @@
 //!   the raw body). Verify it, and refuse timestamps far from now to stop replays.
 //!
 //! A 2xx answer delivers it. Anything else (or no answer within the timeout) is retried after
-//! `2^attempt` seconds (capped at an hour) plus up to a quarter of random jitter; after
-//! [`PAUSE_AFTER`] failures in a row the subscription is paused (`webhook.paused` in the log)
-//! until it is resumed, and nothing is retried for ever.
+//! `2^attempt` seconds (capped at an hour) plus up to a quarter of random jitter; when one
+//! delivery has failed [`PAUSE_AFTER`] times with no success of the subscription since (some
+//! 17 minutes of a receiver that is down, not a burst of events while it blinks) the
+//! subscription is paused (`webhook.paused` in the log) until it is resumed, and nothing is
+//! retried for ever.
 
 use crate::db::{append_events, PendingEvent, Store, Tx};
 use crate::error::StoreError;
@@ -33,7 +35,8 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::Sha256;
 
-/// Consecutive failed attempts after which a subscription is paused.
+/// Failed attempts of one delivery, with no success in between, after which its subscription
+/// is paused.
 pub const PAUSE_AFTER: i64 = 10;
 /// The longest wait between two attempts, in seconds.
 pub const MAX_BACKOFF_SECONDS: i64 = 3_600;
@@ -513,9 +516,14 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get(0)?;
-            if failures >= PAUSE_AFTER {
-                let reason =
-                    format!("{failures} failed attempts in a row; last: {}", error.unwrap_or_default());
+            // Paused when one delivery has failed PAUSE_AFTER times with no success of the
+            // subscription since: about 17 minutes of backoff, a receiver that is really down.
+            // A burst of events failing once each while a receiver blinks does not pause it.
+            if attempt >= PAUSE_AFTER && failures >= PAUSE_AFTER {
+                let reason = format!(
+                    "a delivery failed {attempt} times, {failures} failed attempts in a row; last: {}",
+                    error.unwrap_or_default()
+                );
                 query("UPDATE webhooks SET status = 'paused', paused_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'active'")
                     .bind(&reason)
                     .bind(now)

@@ -1175,3 +1175,225 @@ async fn waiting_runs_resume_exactly_once_after_a_sigkill() {
         assert_eq!(runs["runs"][0]["status"], "finished", "{runs}");
     }
 }
+
+// ---------------------------------------------------------------- channels and deliveries
+
+/// What a test receiver saw: (headers, body) per request.
+type Seen = Arc<std::sync::Mutex<Vec<(BTreeMap<String, String>, String)>>>;
+
+/// A real HTTP receiver in this process at `path` on a free port: answers 500 while `failing`
+/// is set, 200 otherwise, and keeps what it was sent.
+async fn receiver(path: &'static str, failing: Arc<AtomicBool>) -> (String, Seen) {
+    use axum::http::{HeaderMap, StatusCode as Http};
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let url = format!("http://{}{path}", listener.local_addr().expect("address"));
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (sink, failing) = (sink.clone(), failing.clone());
+            async move {
+                let h = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                sink.lock().expect("lock").push((h, body));
+                if failing.load(Ordering::SeqCst) {
+                    Http::INTERNAL_SERVER_ERROR
+                } else {
+                    Http::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver runs") });
+    (url, seen)
+}
+
+/// Deliveries pending when the server is SIGKILLed (its receiver was failing them) all arrive
+/// after a restart, once the receiver recovers: the event log is the outbox, so nothing
+/// committed is lost between the commit and the send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_pending_at_a_sigkill_all_arrive_after_the_restart() {
+    let scratch = Scratch::new("deliveries");
+    let mut s = Server::start(&scratch.data_args(), Some(TOKEN), &scratch.log("serve")).await;
+    let api = Api::new(&s.base, TOKEN);
+    let failing = Arc::new(AtomicBool::new(true));
+    let (url, seen) = receiver("/hook", failing.clone()).await;
+    let team = api.team("Support", "round_robin").await;
+    api.online_agent("ana", team, 100).await;
+    let hook =
+        api.ok(Method::POST, "/v1/webhooks", json!({ "url": url, "events": ["conversation.opened"] })).await;
+    let hook = id_of(&hook);
+    let mut opened = BTreeSet::new();
+    for i in 0..20 {
+        let c = api.ok(Method::POST, "/v1/conversations", opening(team, &format!("k{i}"))).await;
+        opened.insert(id_of(&c));
+    }
+    // The receiver has failed some attempts: deliveries are pending, with attempts behind them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().expect("lock").len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the first attempts did not come: {}",
+            seen.lock().expect("lock").len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = api.get(&format!("/v1/webhooks/{hook}/deliveries")).await;
+    assert!(
+        pending["deliveries"].as_array().expect("list").iter().all(|d| d["status"] == "pending"),
+        "{pending}"
+    );
+    s.sigkill();
+    failing.store(false, Ordering::SeqCst);
+    let s2 = Server::start(&scratch.data_args(), None, &scratch.log("serve")).await;
+    let api = Api::new(&s2.base, TOKEN);
+    // Every opening arrives, answered 200, at least once (deduplicated by Usher-Delivery).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let delivered: BTreeSet<i64> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(_, body)| serde_json::from_str::<Value>(body).ok())
+            .filter_map(|v| v["event"]["conversation"].as_i64())
+            .collect();
+        let d = api.get(&format!("/v1/webhooks/{hook}/deliveries")).await;
+        let done =
+            d["deliveries"].as_array().expect("list").iter().filter(|d| d["status"] == "delivered").count();
+        if done == opened.len() {
+            assert_eq!(delivered, opened, "every opening reached the receiver");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {} delivered: {d}\n{}", opened.len(), s2.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let d = api.get(&format!("/v1/webhooks/{hook}/deliveries")).await;
+    assert!(
+        d["deliveries"].as_array().expect("list").iter().all(|d| d["attempts"].as_i64() >= Some(2)),
+        "{d}"
+    );
+}
+
+/// The example adapter (examples/generic-adapter/adapter.py, a separate process in another
+/// language) carries a provider's message into Usher and the agent's answer back out to the
+/// provider, checking Usher's signature on the way; a provider's retry opens nothing twice and
+/// a forged delivery is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_adapter_carries_messages_both_ways() {
+    let scratch = Scratch::new("adapter");
+    let s = Server::start(&scratch.data_args(), Some(TOKEN), &scratch.log("serve")).await;
+    let api = Api::new(&s.base, TOKEN);
+    let team = api.team("Support", "round_robin").await;
+    let ana = api.online_agent("ana", team, 10).await;
+    let integration = api.ok(Method::POST, "/v1/tokens", json!({ "role": "integration" })).await;
+    let ana_token = api.ok(Method::POST, "/v1/tokens", json!({ "role": "agent", "agent": ana })).await;
+    let adapter_port = free_port();
+    let channel = api
+        .ok(
+            Method::POST,
+            "/v1/channels",
+            json!({ "kind": "sms", "name": "SMS", "team": team, "outbound_url": format!("http://127.0.0.1:{adapter_port}/outbound") }),
+        )
+        .await;
+    let (provider, sent) = receiver("/send", Arc::new(AtomicBool::new(false))).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/generic-adapter/adapter.py");
+    let log = std::fs::File::create(scratch.log("adapter")).expect("adapter log");
+    let child = Command::new("python3")
+        .arg(&script)
+        .env("USHER_URL", &s.base)
+        .env("USHER_TOKEN", integration["token"].as_str().expect("token"))
+        .env("USHER_CHANNEL", id_of(&channel).to_string())
+        .env("USHER_CHANNEL_SECRET", channel["secret"].as_str().expect("secret"))
+        .env("PROVIDER_SEND_URL", &provider)
+        .env("LISTEN", format!("127.0.0.1:{adapter_port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("python3 runs the example adapter");
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _adapter = Reap(child);
+    let adapter = format!("http://127.0.0.1:{adapter_port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + READY_WITHIN;
+    while http.get(format!("{adapter}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the adapter did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from_provider =
+        json!({ "from": "+15550001", "name": "Mia", "message_id": "sms-1", "text": "Is my order shipped?" });
+    let first: Value = http
+        .post(format!("{adapter}/inbound"))
+        .json(&from_provider)
+        .send()
+        .await
+        .expect("adapter answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (first["outcome"].as_str(), first["status"].as_str(), first["replayed"].as_bool()),
+        (Some("opened"), Some("assigned"), Some(false)),
+        "{first}"
+    );
+    let again: Value = http
+        .post(format!("{adapter}/inbound"))
+        .json(&from_provider)
+        .send()
+        .await
+        .expect("adapter answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (again["conversation"].clone(), again["replayed"].as_bool()),
+        (first["conversation"].clone(), Some(true))
+    );
+    let cid = first["conversation"].as_i64().expect("id");
+    let conv = api.get(&format!("/v1/conversations/{cid}")).await;
+    assert_eq!((conv["assignee"].as_i64(), conv["contact"]["name"].as_str()), (Some(ana), Some("Mia")));
+    let ana_api = api.with_token(ana_token["token"].as_str().expect("token"));
+    ana_api
+        .ok(
+            Method::POST,
+            &format!("/v1/conversations/{cid}/messages"),
+            json!({ "text": "Yes, it left today." }),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = sent.lock().expect("lock").clone();
+        if let Some((_, body)) = got.first() {
+            let v: Value = serde_json::from_str(body).expect("json");
+            assert_eq!(
+                (v["to"].as_str(), v["text"].as_str()),
+                (Some("+15550001"), Some("Yes, it left today.")),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the provider got nothing; adapter log:\n{}",
+            std::fs::read_to_string(scratch.log("adapter")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forged = http
+        .post(format!("{adapter}/outbound"))
+        .header("usher-signature", "t=1,v1=00")
+        .body(r#"{"id":1,"event":{"kind":"message.sent"}}"#)
+        .send()
+        .await
+        .expect("adapter answers");
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sent.lock().expect("lock").len(), 1, "one answer, handed on once");
+}
