@@ -108,6 +108,7 @@ both!(operations, 0, 0, operations_endpoints_and_openapi);
 both!(contacts, 0, 0, contacts_are_found_and_updated);
 both!(adapters, 0, 0, an_inbound_message_flows_through_workflow_agent_stream_and_back_to_the_adapter_signed);
 both!(web_chat, 0, 0, a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_only);
+both!(presence, 0, 0, an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns);
 
 async fn contacts_are_found_and_updated(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
@@ -666,6 +667,10 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
         .as_i64()
         .unwrap();
 
+    let sms = t.ok(Method::POST, "/v1/channels", json!({ "kind": "sms", "name": "SMS" })).await["id"]
+        .as_i64()
+        .unwrap();
+
     // (method, path, body, roles allowed)
     let all = ["admin", "manager", "agent", "integration"];
     let routes: Vec<(Method, String, Option<Value>, Vec<&str>)> = vec![
@@ -772,6 +777,18 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
             vec!["admin", "manager"],
         ),
         (Method::GET, "/v1/calendars".into(), None, vec!["admin", "manager"]),
+        (Method::POST, "/v1/channels".into(), Some(json!({ "kind": "sms", "name": "S-{n}" })), vec!["admin"]),
+        (Method::GET, "/v1/channels".into(), None, vec!["admin", "manager"]),
+        (Method::GET, format!("/v1/channels/{sms}"), None, vec!["admin", "manager", "integration"]),
+        (Method::PATCH, format!("/v1/channels/{sms}"), Some(json!({ "name": "SMS {n}" })), vec!["admin"]),
+        (
+            Method::POST,
+            format!("/v1/channels/{sms}/inbound"),
+            Some(
+                json!({ "contact": { "external_id": "i-{n}" }, "message": { "id": "m-{n}", "text": "hi" } }),
+            ),
+            vec!["admin", "integration"],
+        ),
     ];
     let mut n = 0;
     for (method, path, body, allowed) in &routes {
@@ -923,6 +940,12 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/webhooks/{id}/resume",
         "/v1/webhooks/{id}/deliveries",
         "/v1/stream",
+        "/v1/channels",
+        "/v1/channels/{id}",
+        "/v1/channels/{id}/inbound",
+        "/v1/webchat/{key}/visitors",
+        "/v1/webchat/{key}/messages",
+        "/v1/webchat/{key}/stream",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -2156,4 +2179,59 @@ async fn a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_onl
     assert!(page.text().await.unwrap().contains(&format!("data-channel=\"{key}\"")));
     let js = t.http.get(format!("{}/widget.js", t.base)).send().await.unwrap();
     assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+}
+
+/// Presence over real connections: a node with a zero grace period turns an agent away once
+/// its only stream drops (work then waits in the queue), and back online when a stream
+/// returns (the queue drains to it). A watching tool's stream (`presence=false`) counts for
+/// nothing.
+async fn an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns(t: TestApp) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::with_rate(t.store.clone(), 0, 0).with_presence_grace(0);
+    tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let node =
+        TestApp { base, http: t.http.clone(), store: t.store.clone(), admin: t.admin.clone(), ws: t.ws };
+    let team = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "online", 5).await;
+    let token = t.token("agent", Some(ana)).await;
+    let status =
+        || async { t.get(&format!("/v1/agents/{ana}")).await["status"].as_str().unwrap().to_string() };
+    let (_, console) = listen(&node, &token, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(status().await, "online", "a live console keeps the agent online");
+    console.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while status().await != "away" {
+        assert!(std::time::Instant::now() < deadline, "not turned away after the console went");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events = t.get("/v1/events?limit=1000").await;
+    let change = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["kind"] == "agent.status_changed")
+        .unwrap()
+        .clone();
+    assert_eq!(change["data"]["by"], "connection", "{change}");
+    let waiting = t.open(team, "p1").await;
+    assert_eq!(waiting["status"], "queued", "nobody is handed work while the laptop is closed");
+    // A watching tool does not bring the agent back; the console does.
+    let watch = node
+        .http
+        .get(format!("{}/v1/stream?presence=false", node.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(status().await, "away");
+    drop(watch);
+    let (_, console) = listen(&node, &token, None).await;
+    assert_eq!(status().await, "online", "back at once");
+    let c = t.get(&format!("/v1/conversations/{}", waiting["id"])).await;
+    assert_eq!(c["assignee"], ana, "the queue drained to the returning agent: {c}");
+    console.abort();
 }

@@ -414,7 +414,7 @@ impl Store {
                             })?;
                             return Ok(Received { conversation, message, outcome: "opened", replayed });
                         }
-                        Err(StoreError::Conflict { code, .. }) if code == "conversation_open" => continue,
+                        Err(StoreError::Conflict { code: "conversation_open", .. }) => continue,
                         Err(e) => return Err(e),
                     }
                 }
@@ -425,7 +425,7 @@ impl Store {
                     return Ok(Received { conversation, message, outcome, replayed });
                 }
                 // Closed between the read and the message: look again.
-                Err(StoreError::Conflict { code, .. }) if code == "conversation_closed" => continue,
+                Err(StoreError::Conflict { code: "conversation_closed", .. }) => continue,
                 Err(e) => return Err(e),
             }
         }

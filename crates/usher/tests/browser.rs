@@ -1,0 +1,315 @@
+//! The web chat in a real browser: headless Chromium, driven over the WebDriver protocol
+//! (chromedriver), opens the customer page a real `usher serve` process serves, types into the
+//! widget and sends; the agent answers through the API; the answer appears in the widget. A
+//! screenshot of each stage is kept in `target/screenshots/` (CI keeps that folder).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/test` installs them); set
+//! `USHER_CHROMEDRIVER` / `USHER_CHROMIUM` to use others.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "browser-test-bootstrap-0123456789";
+
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn find(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var(var).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(default));
+    assert!(
+        path.exists(),
+        "{} not found: install Debian's chromium and chromium-driver (scripts/test does), or set {var}",
+        path.display()
+    );
+    path
+}
+
+fn screenshots() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Standard base64 (what WebDriver screenshots are), decoded.
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(value(*c)) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len().saturating_sub(1)]);
+    }
+    out
+}
+
+/// A WebDriver session on chromedriver.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: Reap,
+}
+
+impl Browser {
+    async fn start(width: u32, height: u32) -> Browser {
+        let driver = find("USHER_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let chromium = find("USHER_CHROMIUM", "/usr/bin/chromium");
+        let port = free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let reap = Reap(child);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let root = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{root}/status")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Headless windows are at least 500 pixels wide: narrower screens are emulated.
+        let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium.display().to_string(),
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},{height}"), "--no-first-run", "--no-default-browser-check"],
+            "mobileEmulation": { "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 } }
+        } } } });
+        let r: Value =
+            http.post(format!("{root}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let session =
+            r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        Browser { http, base: format!("{root}/session/{session}"), _driver: reap }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(v["value"].get("error").is_none(), "{path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r: Value = self
+                .http
+                .post(format!("{}/element", self.base))
+                .json(&json!({ "using": "css selector", "value": css }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(id) = r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str() {
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no element {css}: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text })))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": js, "args": [] }))).await
+    }
+
+    /// Waits until `js` returns true.
+    async fn until(&self, what: &str, js: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.script(js).await != json!(true) {
+            let page = self.script("return document.body.innerText").await;
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; the page says: {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let path = screenshots().join(format!("{name}.png"));
+        std::fs::write(&path, base64(png.as_str().unwrap())).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+async fn api(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(TOKEN);
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
+    let dir = std::env::temp_dir().join(format!("usher-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let server = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.join("data"))
+        .env("USHER_BOOTSTRAP_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start usher serve");
+    let _server = Reap(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "usher serve did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    use reqwest::Method;
+    let team =
+        api(&http, &base, Method::POST, "/v1/teams", json!({ "name": "Support", "strategy": "least_open" }))
+            .await;
+    let ana = api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/agents",
+        json!({ "name": "Ana", "email": "ana@shop.test", "teams": [team["id"]], "status": "online", "max_open": 5 }),
+    )
+    .await;
+    let w = api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/workflows",
+        json!({ "template": "least_open_online_only", "team": team["id"] }),
+    )
+    .await;
+    api(&http, &base, Method::POST, &format!("/v1/workflows/{}/publish", w["id"]), json!({})).await;
+    let channel = api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/channels",
+        json!({ "kind": "web_chat", "name": "Shop", "team": team["id"] }),
+    )
+    .await;
+    let key = channel["public_key"].as_str().unwrap();
+
+    for (width, height, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+        let browser = Browser::start(width, height).await;
+        browser.goto(&format!("{base}/chat/{key}")).await;
+        browser.until("the widget", "return !!document.querySelector('#usher-chat.open #usher-input')").await;
+        browser.screenshot(&format!("widget-{tag}-open")).await;
+        let text = format!("Hello from the {tag} browser");
+        browser.type_into("#usher-input", &text).await;
+        browser.click("#usher-send").await;
+        browser
+            .until(
+                "the visitor's message and the workflow's greeting",
+                &format!(
+                    "const li = [...document.querySelectorAll('#usher-messages li')];\
+                     return li.some(l => l.dataset.direction === 'inbound' && l.textContent === {text:?})\
+                       && li.some(l => l.dataset.author === 'workflow');"
+                ),
+            )
+            .await;
+        // The conversation it opened, assigned to Ana; she answers through the API.
+        let list = api(&http, &base, Method::GET, "/v1/conversations?status=assigned", json!(null)).await;
+        let conversation = list["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["message"] == text.as_str())
+            .unwrap_or_else(|| panic!("no conversation for {text}: {list}"))
+            .clone();
+        assert_eq!(conversation["assignee"], ana["id"]);
+        assert_eq!(conversation["channel"], "web_chat");
+        let reply = format!("Hi! Ana here, how can I help? ({tag})");
+        api(
+            &http,
+            &base,
+            Method::POST,
+            &format!("/v1/conversations/{}/messages", conversation["id"]),
+            json!({ "text": reply, "agent": ana["id"] }),
+        )
+        .await;
+        browser
+            .until(
+                "the agent's answer in the widget",
+                &format!(
+                    "return [...document.querySelectorAll('#usher-messages li[data-direction=outbound]')]\
+                     .some(l => l.textContent === {reply:?});"
+                ),
+            )
+            .await;
+        let fits = browser
+            .script("const p = document.querySelector('#usher-panel').getBoundingClientRect(); return p.right <= window.innerWidth && p.left >= 0;")
+            .await;
+        assert_eq!(fits, json!(true), "the chat fits a {width}-pixel window");
+        let scrolls = browser.script("return document.documentElement.scrollWidth > window.innerWidth").await;
+        assert_eq!(scrolls, json!(false), "no sideways scrolling at {width} pixels");
+        assert_eq!(browser.script("return window.innerWidth").await, json!(width));
+        browser.screenshot(&format!("widget-{tag}-answered")).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn base64_decodes_what_python_encodes() {
+    // base64.b64encode(b"Usher \x00\xff!") == b"VXNoZXIgAP8h"
+    assert_eq!(base64("VXNoZXIgAP8h"), b"Usher \x00\xff!".to_vec());
+    assert_eq!(base64("aGk="), b"hi".to_vec());
+}
