@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Strategy of the benchmark team.
     #[arg(long, default_value = "least_open")]
     strategy: String,
+    /// Open through a channel's inbound call (`POST /v1/channels/{id}/inbound`), as adapters do.
+    #[arg(long)]
+    inbound: bool,
     /// Also measure raw transactions of the same shape on this database URL (a scratch
     /// database: tables named bench_* are created there).
     #[arg(long)]
@@ -132,11 +135,33 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .await?;
         }
     }
+    // With --inbound, each team gets a channel and conversations come in through the adapters'
+    // call, as real traffic does.
+    let mut channels = Vec::new();
+    if args.inbound {
+        for (t, team) in team_ids.iter().enumerate() {
+            let c = client
+                .call(
+                    &args.token,
+                    reqwest::Method::POST,
+                    "/v1/channels",
+                    Some(json!({ "kind": "sms", "name": format!("bench-{stamp}-{t}"), "team": team })),
+                )
+                .await?;
+            channels.push(c["id"].as_i64().context("channel id")?);
+        }
+    }
+    let channels = Arc::new(channels);
     let team_ids = Arc::new(team_ids);
     let mut tokens = Vec::new();
     for _ in 0..args.concurrency {
         let t = client
-            .call(&args.token, reqwest::Method::POST, "/v1/tokens", Some(json!({ "role": "manager" })))
+            .call(
+                &args.token,
+                reqwest::Method::POST,
+                "/v1/tokens",
+                Some(json!({ "role": if args.inbound { "admin" } else { "manager" } })),
+            )
             .await?;
         tokens.push(t["token"].as_str().context("token")?.to_string());
     }
@@ -156,6 +181,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let client = client.clone();
         let next = next.clone();
         let team_ids = team_ids.clone();
+        let channels = channels.clone();
         let total = args.conversations;
         workers.push(tokio::spawn(async move {
             let mut opens = Vec::new();
@@ -172,17 +198,31 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 };
                 let team_id = team_ids[i % team_ids.len()];
                 let t0 = Instant::now();
-                let conv = client
-                    .call(
-                        &token,
-                        reqwest::Method::POST,
-                        "/v1/conversations",
-                        Some(json!({
-                            "channel": "web_chat", "team": team_id,
-                            "contact": { "external_id": format!("bench-{stamp}-{i}") }, "message": "hi"
-                        })),
-                    )
-                    .await?;
+                let contact = format!("bench-{stamp}-{i}");
+                let conv = if channels.is_empty() {
+                    client
+                        .call(
+                            &token,
+                            reqwest::Method::POST,
+                            "/v1/conversations",
+                            Some(json!({
+                                "channel": "web_chat", "team": team_id,
+                                "contact": { "external_id": contact }, "message": "hi"
+                            })),
+                        )
+                        .await?
+                } else {
+                    let channel = channels[i % channels.len()];
+                    let r = client
+                        .call(
+                            &token,
+                            reqwest::Method::POST,
+                            &format!("/v1/channels/{channel}/inbound"),
+                            Some(json!({ "contact": { "external_id": contact }, "message": { "id": format!("m-{i}"), "text": "hi" } })),
+                        )
+                        .await?;
+                    r["conversation"].clone()
+                };
                 opens.push(t0.elapsed().as_micros() as u64);
                 if conv["status"] == "assigned" {
                     assigned += 1;
