@@ -356,7 +356,15 @@ impl Store {
         for _ in 0..5 {
             if let Some(earlier) = self.channel_message(&via).await? {
                 let conversation = self.conversation(ws, earlier.conversation, now).await?;
-                return Ok(Received { conversation, message: earlier, outcome: "appended", replayed: true });
+                // The retry answers as the first call did: a conversation's first message
+                // opened it.
+                let first: Option<i64> = query("SELECT MIN(id) FROM messages WHERE conversation_id = $1")
+                    .bind(earlier.conversation)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get(0)?;
+                let outcome = if first == Some(earlier.id) { "opened" } else { "appended" };
+                return Ok(Received { conversation, message: earlier, outcome, replayed: true });
             }
             let latest = query(
                 "SELECT c.id, c.status, c.closed_at FROM conversations c JOIN contacts k ON k.id = c.contact_id \
