@@ -1,6 +1,8 @@
 //! Authentication, roles and the per-token rate limit.
 //!
-//! Every `/v1` route except the OpenAPI document takes `Authorization: Bearer TOKEN`. The
+//! Every `/v1` route except the OpenAPI document takes `Authorization: Bearer TOKEN`, or, from
+//! the web console, the `usher_session` cookie of a signed-in login (`usher_store::console`);
+//! a console request that changes something must also carry `X-Usher-Console: 1`. The
 //! token names a workspace (the caller sees nothing else: ids of another workspace are "not
 //! found"), a role and, for agent tokens, the agent.
 //!
@@ -15,7 +17,7 @@ use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -52,11 +54,29 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
-        let Some(token) = token else { return Err(ApiError::unauthorized()) };
-        if token.len() > 512 {
-            return Err(ApiError::unauthorized());
-        }
-        let principal = state.store.authenticate(token).await?.ok_or_else(ApiError::unauthorized)?;
+        let principal = match (token, session_cookie(&parts.headers)) {
+            (Some(token), _) => {
+                if token.len() > 512 {
+                    return Err(ApiError::unauthorized());
+                }
+                state.store.authenticate(token).await?.ok_or_else(ApiError::unauthorized)?
+            }
+            // The console: a session cookie. A cookie travels with any request the browser
+            // makes, so a change must also carry a header no cross-site form can set.
+            (None, Some(cookie)) => {
+                let safe = matches!(parts.method, Method::GET | Method::HEAD);
+                if !safe && !parts.headers.contains_key(CONSOLE_HEADER) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "console_header_required",
+                        "a change made with a session cookie must carry the X-Usher-Console header",
+                    ));
+                }
+                let found = state.store.session(cookie, crate::now_millis()).await?;
+                found.map(|(p, _)| p).ok_or_else(ApiError::unauthorized)?
+            }
+            (None, None) => return Err(ApiError::unauthorized()),
+        };
         if let Err(wait) = state.limiter.take(principal.token_id) {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -68,6 +88,23 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Caller(principal))
     }
+}
+
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "usher_session";
+/// The header a console request that changes something carries (CSRF protection).
+pub const CONSOLE_HEADER: &str = "x-usher-console";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == SESSION_COOKIE && !v.is_empty() && v.len() <= 512)
+        .map(|(_, v)| v)
 }
 
 /// A token bucket per API token: `per_second` sustained, `burst` at once. Kept in memory per

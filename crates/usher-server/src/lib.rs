@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod channel_routes;
+pub mod console_routes;
 pub mod error;
 pub mod json;
 pub mod middleware;
@@ -226,6 +227,11 @@ pub fn app(state: AppState) -> Router {
             post(channel_routes::visitor_post).get(channel_routes::visitor_messages),
         )
         .route("/webchat/{key}/stream", get(channel_routes::visitor_stream))
+        .route(
+            "/session",
+            post(console_routes::sign_in).get(console_routes::whoami).delete(console_routes::sign_out),
+        )
+        .route("/logins", post(console_routes::create_login))
         .route("/events", get(routes::events))
         .route("/stream", get(stream::stream))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))
@@ -250,6 +256,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/widget.js", get(channel_routes::widget))
+        .route("/console", get(console_routes::page))
+        .route("/console/app.js", get(console_routes::script))
+        .route("/console/app.css", get(console_routes::style))
         .route("/chat/{key}", get(channel_routes::chat_page))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limits::BODY_BYTES))

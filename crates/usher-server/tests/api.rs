@@ -109,6 +109,7 @@ both!(contacts, 0, 0, contacts_are_found_and_updated);
 both!(adapters, 0, 0, an_inbound_message_flows_through_workflow_agent_stream_and_back_to_the_adapter_signed);
 both!(web_chat, 0, 0, a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_only);
 both!(presence, 0, 0, an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns);
+both!(console_sessions, 0, 0, console_logins_sign_in_with_a_cookie_that_acts_with_the_logins_role_only);
 
 async fn contacts_are_found_and_updated(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
@@ -789,6 +790,12 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
             ),
             vec!["admin", "integration"],
         ),
+        (
+            Method::POST,
+            "/v1/logins".into(),
+            Some(json!({ "email": "p-{n}@t.test", "password": "a long passphrase", "role": "manager" })),
+            vec!["admin"],
+        ),
     ];
     let mut n = 0;
     for (method, path, body, allowed) in &routes {
@@ -946,6 +953,8 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/webchat/{key}/visitors",
         "/v1/webchat/{key}/messages",
         "/v1/webchat/{key}/stream",
+        "/v1/logins",
+        "/v1/session",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -2237,4 +2246,166 @@ async fn an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns(t: 
     let c = t.get(&format!("/v1/conversations/{}", waiting["id"])).await;
     assert_eq!(c["assignee"], ana, "the queue drained to the returning agent: {c}");
     console.abort();
+}
+
+/// Console logins: passwords are checked (a wrong one and an unknown e-mail get the same 401),
+/// the session cookie is HttpOnly and SameSite=Strict and acts with the login's role (an agent
+/// only as its agent), a change with the cookie needs the console header (no cross-site form
+/// can send it), signing out ends the session, and bad logins are refused without a change.
+async fn console_logins_sign_in_with_a_cookie_that_acts_with_the_logins_role_only(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "offline", 5).await;
+    let bob = t.agent("Bob", &[team], "offline", 5).await;
+    let l = t.ok(Method::POST, "/v1/logins", json!({ "email": "Ana@Shop.test", "password": "a long passphrase", "role": "agent", "agent": ana })).await;
+    assert_eq!((l["email"].as_str(), l["role"].as_str()), (Some("ana@shop.test"), Some("agent")));
+    assert!(l.get("password_hash").is_none() && l.get("password").is_none());
+    let manager = t.token("manager", None).await;
+    let before = t.fingerprint().await;
+    for (body, status, code) in [
+        (
+            json!({ "email": "ana@shop.test", "password": "another long one", "role": "agent", "agent": ana }),
+            StatusCode::CONFLICT,
+            "email_taken",
+        ),
+        (
+            json!({ "email": "x@shop.test", "password": "short", "role": "manager" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+        ),
+        (
+            json!({ "email": "x@shop.test", "password": "a long passphrase", "role": "agent" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agent_required",
+        ),
+        (
+            json!({ "email": "x@shop.test", "password": "a long passphrase", "role": "integration" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_role",
+        ),
+        (
+            json!({ "email": "x@shop.test", "password": "a long passphrase", "role": "agent", "agent": 999_999 }),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            json!({ "email": "no-at-sign", "password": "a long passphrase", "role": "manager" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+        ),
+    ] {
+        let r = t.call(&t.admin, Method::POST, "/v1/logins", Some(body.clone())).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{body}: {}", r.body);
+    }
+    let r = t
+        .call(
+            &manager,
+            Method::POST,
+            "/v1/logins",
+            Some(json!({ "email": "m@shop.test", "password": "a long passphrase", "role": "manager" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(t.fingerprint().await, before, "refused logins change nothing");
+
+    let sign_in = |email: &str, password: &str| {
+        let body = json!({ "email": email, "password": password }).to_string();
+        let t = &t;
+        async move {
+            t.http
+                .post(format!("{}/v1/session", t.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for (email, password) in
+        [("ana@shop.test", "a wrong passphrase"), ("nobody@shop.test", "a long passphrase")]
+    {
+        let r = sign_in(email, password).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().get("set-cookie").is_none());
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["error"]["code"], "invalid_login",
+            "the same answer for a wrong password and an unknown e-mail"
+        );
+    }
+    let r = sign_in("ANA@shop.test", "a long passphrase").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for part in ["usher_session=uss_", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "on this machine over plain HTTP the cookie is not Secure-only: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let with_cookie = |method: Method, path: &str, body: Option<Value>, console: bool| {
+        let mut req = t.http.request(method, format!("{}{path}", t.base)).header("cookie", cookie.clone());
+        if console {
+            req = req.header("x-usher-console", "1");
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, me) = with_cookie(Method::GET, "/v1/session", None, false).await;
+    assert_eq!(
+        (status, me["agent"]["id"].as_i64(), me["login"]["role"].as_str()),
+        (StatusCode::OK, Some(ana), Some("agent"))
+    );
+    // Acting as Ana: her own status, yes; Bob's, no; a change without the header, no.
+    let (status, body) = with_cookie(
+        Method::PUT,
+        &format!("/v1/agents/{ana}/status"),
+        Some(json!({ "status": "online" })),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_header_required"))
+    );
+    assert_eq!(t.get(&format!("/v1/agents/{ana}")).await["status"], "offline");
+    let (status, _) = with_cookie(
+        Method::PUT,
+        &format!("/v1/agents/{ana}/status"),
+        Some(json!({ "status": "online" })),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = with_cookie(
+        Method::PUT,
+        &format!("/v1/agents/{bob}/status"),
+        Some(json!({ "status": "online" })),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = with_cookie(Method::GET, "/v1/agents", None, false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an agent's session is an agent");
+    // Signing out ends it.
+    let (status, _) = with_cookie(Method::DELETE, "/v1/session", None, true).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = with_cookie(Method::GET, "/v1/session", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = with_cookie(Method::GET, "/v1/teams", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The console is served by the server itself, with a policy that allows no other host.
+    let page = t.http.get(format!("{}/console", t.base)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing from another host");
+    for asset in ["/console/app.js", "/console/app.css"] {
+        let r = t.http.get(format!("{}{asset}", t.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(!r.text().await.unwrap().contains("https://"), "{asset} loads nothing from elsewhere");
+    }
 }

@@ -292,6 +292,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "runs", include_str!("../migrations/sqlite/0010_runs.sql")),
     (11, "webhooks", include_str!("../migrations/sqlite/0011_webhooks.sql")),
     (12, "channels", include_str!("../migrations/sqlite/0012_channels.sql")),
+    (13, "console", include_str!("../migrations/sqlite/0013_console.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
@@ -306,6 +307,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "runs", include_str!("../migrations/postgres/0010_runs.sql")),
     (11, "webhooks", include_str!("../migrations/postgres/0011_webhooks.sql")),
     (12, "channels", include_str!("../migrations/postgres/0012_channels.sql")),
+    (13, "console", include_str!("../migrations/postgres/0013_console.sql")),
 ];
 
 /// The file behind a `sqlite:` URL (`sqlite://path`, `sqlite:path`, options after `?` ignored).

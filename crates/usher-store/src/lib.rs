@@ -37,6 +37,7 @@
 mod admin;
 pub mod bench;
 pub mod channels;
+pub mod console;
 mod db;
 mod error;
 pub mod language;

@@ -10,6 +10,9 @@ use usher_core::request::{Rules, WhenNobody};
 use usher_server::now_millis;
 use usher_store::{ConversationFilter, NewAgent, NewContact, NewConversation, NewTeam, Store};
 
+/// The demo logins' password (every demo person has one: admin@demo.usher, ana@demo.usher, …).
+pub const DEMO_PASSWORD: &str = "usher-demo";
+
 /// Creates the demo teams and agents.
 pub async fn seed(store: &Store, ws: i64) -> Result<()> {
     let now = now_millis();
@@ -33,6 +36,7 @@ pub async fn seed(store: &Store, ws: i64) -> Result<()> {
         ("Dmitri", &[sales.id], Presence::Online, 4, &[], &["en", "ru"]),
         ("Eve", &[sales.id], Presence::Online, 4, &[], &["en", "es"]),
     ];
+    store.create_login(ws, "admin@demo.usher", DEMO_PASSWORD, usher_store::Role::Admin, None, now).await?;
     for (name, teams, status, max_open, skills, languages) in people {
         let new = NewAgent {
             name: name.into(),
@@ -46,7 +50,10 @@ pub async fn seed(store: &Store, ws: i64) -> Result<()> {
             channel_caps: BTreeMap::new(),
             status,
         };
-        store.create_agent(ws, &new, now).await?;
+        let agent = store.create_agent(ws, &new, now).await?;
+        store
+            .create_login(ws, &new.email, DEMO_PASSWORD, usher_store::Role::Agent, Some(agent.id), now)
+            .await?;
     }
     // A web-chat channel whose conversations a published workflow greets and routes to
     // Support: the page at /chat/KEY is a customer's side of it.

@@ -226,6 +226,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         if let Some(url) = demo::chat_url(&store, 1, &format!("http://{bound}")).await {
             eprintln!("  Chat as a customer: {url}");
         }
+        eprintln!(
+            "  The console: http://{bound}/console (admin@demo.usher, or an agent: ana@demo.usher; password {})",
+            demo::DEMO_PASSWORD
+        );
     }
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     store.shutdown().await;

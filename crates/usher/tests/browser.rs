@@ -116,11 +116,11 @@ impl Browser {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
+        if let Some(b) = &body {
+            req = req.json(b);
         }
         let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(v["value"].get("error").is_none(), "{path}: {v}");
+        assert!(v["value"].get("error").is_none(), "{path} {body:?}: {}", v["value"]["message"]);
         v["value"].clone()
     }
 
@@ -149,15 +149,36 @@ impl Browser {
         }
     }
 
+    /// An action on the element `css` finds; found again if the page re-rendered it meanwhile
+    /// (the console re-renders on live updates).
+    async fn on_element(&self, css: &str, action: &str, body: Value) {
+        for _ in 0..20 {
+            let id = self.element(css).await;
+            let v: Value = self
+                .http
+                .post(format!("{}/element/{id}/{action}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match v["value"]["error"].as_str() {
+                None => return,
+                Some("stale element reference") => tokio::time::sleep(Duration::from_millis(100)).await,
+                Some(_) => panic!("{action} on {css}: {}", v["value"]["message"]),
+            }
+        }
+        panic!("{css} kept going stale");
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text })))
-            .await;
+        self.on_element(css, "value", json!({ "text": text })).await;
     }
 
     async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        self.on_element(css, "click", json!({})).await;
     }
 
     async fn script(&self, js: &str) -> Value {
@@ -194,14 +215,26 @@ async fn api(http: &reqwest::Client, base: &str, method: reqwest::Method, path: 
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
-    let dir = std::env::temp_dir().join(format!("usher-browser-{}", std::process::id()));
+/// A `usher serve` on a fresh data folder, removed when dropped.
+struct Server {
+    base: String,
+    dir: PathBuf,
+    _child: Reap,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn serve(tag: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("usher-browser-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let server = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-per-second", "0", "--data"])
         .arg(dir.join("data"))
         .env("USHER_BOOTSTRAP_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
@@ -209,7 +242,6 @@ async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start usher serve");
-    let _server = Reap(server);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -217,6 +249,14 @@ async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
         assert!(Instant::now() < deadline, "usher serve did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Server { base, dir, _child: Reap(child) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
+    let server = serve("widget").await;
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
     use reqwest::Method;
     let team =
         api(&http, &base, Method::POST, "/v1/teams", json!({ "name": "Support", "strategy": "least_open" }))
@@ -304,7 +344,159 @@ async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
         assert_eq!(browser.script("return window.innerWidth").await, json!(width));
         browser.screenshot(&format!("widget-{tag}-answered")).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+impl Browser {
+    async fn sign_in(&self, base: &str, email: &str) {
+        self.goto(&format!("{base}/console")).await;
+        self.type_into("#login-email", email).await;
+        self.type_into("#login-password", PASSWORD).await;
+        self.click("#login-submit").await;
+        self.until("the console after signing in", "return !!document.querySelector('#signout')").await;
+    }
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The console in Chromium: a wrong password is refused; an agent signs in, goes online with
+/// the presence switch and sees a conversation arrive live (badge and list) without reloading;
+/// opens it, reads the decision's explanation and answers; two agents press Join on one
+/// unassigned conversation at once and exactly one gets it while the other is told; the
+/// manager's board shows each agent's load and the queue. At 1280 and 390 pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_conversation() {
+    use reqwest::Method;
+    let server = serve("console").await;
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let team = api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/teams",
+        json!({ "name": "Support", "strategy": "least_open", "when_nobody": "leave_unassigned" }),
+    )
+    .await;
+    let mut agents = Vec::new();
+    for name in ["Ana", "Bob"] {
+        let a = api(&http, &base, Method::POST, "/v1/agents", json!({ "name": name, "email": format!("{}@shop.test", name.to_lowercase()), "teams": [team["id"]], "status": "offline", "max_open": 5 })).await;
+        api(&http, &base, Method::POST, "/v1/logins", json!({ "email": format!("{}@shop.test", name.to_lowercase()), "password": PASSWORD, "role": "agent", "agent": a["id"] })).await;
+        agents.push(a["id"].as_i64().unwrap());
+    }
+    api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/logins",
+        json!({ "email": "lead@shop.test", "password": PASSWORD, "role": "manager" }),
+    )
+    .await;
+    let (ana, bob) = (agents[0], agents[1]);
+    let presence = |id: i64| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            api(&http, &base, Method::GET, &format!("/v1/agents/{id}"), json!(null)).await["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+
+    for (width, height, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+        let a = Browser::start(width, height).await;
+        a.goto(&format!("{base}/console")).await;
+        a.type_into("#login-email", "ana@shop.test").await;
+        a.type_into("#login-password", "wrong password!").await;
+        a.click("#login-submit").await;
+        a.until("the refusal", "return document.querySelector('#login-error').textContent.includes('Wrong')")
+            .await;
+        a.sign_in(&base, "ana@shop.test").await;
+        a.screenshot(&format!("console-{tag}-inbox-empty")).await;
+        // Online with the switch.
+        a.script("const s = document.querySelector('#presence'); s.value = 'online'; s.dispatchEvent(new Event('change')); return true;").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while presence(ana).await != "online" {
+            assert!(Instant::now() < deadline, "the switch did not set Ana online");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Work arrives while she looks at Unassigned: the badge counts it, Mine lists it.
+        a.click("#nav-unassigned").await;
+        let c = api(&http, &base, Method::POST, "/v1/conversations", json!({ "channel": "whatsapp", "team": team["id"], "contact": { "external_id": format!("+1555{tag}"), "name": format!("Mia {tag}") }, "message": "Where is my order?" })).await;
+        assert_eq!(c["assignee"], ana);
+        a.until("the badge", "return document.querySelector('#mine-badge').textContent === '1'").await;
+        a.click("#nav-mine").await;
+        a.until(
+            "the new conversation in Mine",
+            &format!("return !!document.querySelector('#mine li[data-conversation=\"{}\"]')", c["id"]),
+        )
+        .await;
+        a.screenshot(&format!("console-{tag}-inbox-assigned")).await;
+        a.click(&format!("button[data-open=\"{}\"]", c["id"])).await;
+        a.until(
+            "the decision's explanation",
+            "const t = document.querySelector('#trace'); return !!t && t.textContent.includes('least open')",
+        )
+        .await;
+        a.type_into("#reply-text", "Let me check that for you.").await;
+        a.click("#reply-send").await;
+        a.until("the answer in the history", "return [...document.querySelectorAll('#messages li.outbound')].some(l => l.textContent === 'Let me check that for you.')").await;
+        a.screenshot(&format!("console-{tag}-conversation")).await;
+        let fits = a.script("return document.documentElement.scrollWidth <= window.innerWidth").await;
+        assert_eq!(fits, json!(true), "no sideways scrolling at {width} pixels");
+        api(&http, &base, Method::POST, &format!("/v1/conversations/{}/close", c["id"]), json!({})).await;
+        // The race: one unassigned conversation, two agents pressing Join together.
+        let b = Browser::start(width, height).await;
+        b.sign_in(&base, "bob@shop.test").await;
+        for id in [ana, bob] {
+            api(
+                &http,
+                &base,
+                Method::PUT,
+                &format!("/v1/agents/{id}/status"),
+                json!({ "status": "offline" }),
+            )
+            .await;
+        }
+        let pick = api(&http, &base, Method::POST, "/v1/conversations", json!({ "channel": "email", "team": team["id"], "contact": { "external_id": format!("race-{tag}") }, "message": "Anyone?" })).await;
+        assert_eq!(pick["status"], "unassigned", "{pick}");
+        for id in [ana, bob] {
+            api(&http, &base, Method::PUT, &format!("/v1/agents/{id}/status"), json!({ "status": "online" }))
+                .await;
+        }
+        let join = format!("button[data-join=\"{}\"]", pick["id"]);
+        for browser in [&a, &b] {
+            browser.click("#nav-unassigned").await;
+            browser
+                .until("the conversation to pick", &format!("return !!document.querySelector('{join}')"))
+                .await;
+        }
+        let press = format!("document.querySelector('{join}').click(); return true;");
+        let (_, _) = tokio::join!(a.script(&press), b.script(&press));
+        let won = "return !!document.querySelector('#conversation')";
+        let lost = "return !!document.querySelector('#claim-result') && document.querySelector('#claim-result').textContent.includes('Someone else')";
+        let settled = format!("return ({}) || ({})", &won[7..], &lost[7..]);
+        a.until("Ana's answer to the race", &settled).await;
+        b.until("Bob's answer to the race", &settled).await;
+        let (a_won, b_won) = (a.script(won).await == json!(true), b.script(won).await == json!(true));
+        assert!(a_won ^ b_won, "exactly one agent gets it (Ana {a_won}, Bob {b_won})");
+        let loser = if a_won { &b } else { &a };
+        assert_eq!(loser.script(lost).await, json!(true), "the other is told");
+        loser.screenshot(&format!("console-{tag}-race-lost")).await;
+        let held =
+            api(&http, &base, Method::GET, &format!("/v1/conversations/{}", pick["id"]), json!(null)).await;
+        assert_eq!(held["assignee"], json!(if a_won { ana } else { bob }));
+        // The manager's board.
+        let m = Browser::start(width, height).await;
+        m.sign_in(&base, "lead@shop.test").await;
+        m.until("the board", &format!("return !!document.querySelector('#board section[data-team=\"{}\"] tr[data-agent=\"{ana}\"]')", team["id"])).await;
+        m.screenshot(&format!("console-{tag}-board")).await;
+        let last_hour = m.script(&format!("return document.querySelector('td[data-last-hour=\"{ana}\"]') && document.querySelector('td[data-last-hour=\"{ana}\"]').textContent")).await;
+        assert!(last_hour.as_str().is_some_and(|n| n.parse::<u32>().unwrap() >= 1), "{last_hour}");
+        // Everything reachable by keyboard: every control is a native button, input or select.
+        let unreachable =
+            m.script("return [...document.querySelectorAll('[onclick], div[role=button]')].length").await;
+        assert_eq!(unreachable, json!(0));
+    }
 }
 
 #[test]
