@@ -12,10 +12,12 @@
 
 pub mod auth;
 pub mod channel_routes;
+pub mod charts;
 pub mod console_routes;
 pub mod error;
 pub mod json;
 pub mod middleware;
+pub mod report_routes;
 pub mod routes;
 pub mod stream;
 pub mod workflow_routes;
@@ -232,6 +234,8 @@ pub fn app(state: AppState) -> Router {
             post(console_routes::sign_in).get(console_routes::whoami).delete(console_routes::sign_out),
         )
         .route("/logins", post(console_routes::create_login))
+        .route("/reports", get(report_routes::report))
+        .route("/reports/{file}", get(report_routes::export))
         .route("/events", get(routes::events))
         .route("/stream", get(stream::stream))
         .route("/calendars", post(workflow_routes::create_calendar).get(workflow_routes::list_calendars))

@@ -110,6 +110,7 @@ both!(adapters, 0, 0, an_inbound_message_flows_through_workflow_agent_stream_and
 both!(web_chat, 0, 0, a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_only);
 both!(presence, 0, 0, an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns);
 both!(console_sessions, 0, 0, console_logins_sign_in_with_a_cookie_that_acts_with_the_logins_role_only);
+both!(reports, 0, 0, reports_count_time_and_spread_the_work_and_export_csv_and_svg);
 
 async fn contacts_are_found_and_updated(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
@@ -2407,5 +2408,83 @@ async fn console_logins_sign_in_with_a_cookie_that_acts_with_the_logins_role_onl
         let r = t.http.get(format!("{}{asset}", t.base)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert!(!r.text().await.unwrap().contains("https://"), "{asset} loads nothing from elsewhere");
+    }
+}
+
+/// Reports through HTTP: counts, times and shares of real traffic; every table as CSV and
+/// every chart as SVG; managers only; a bad period is refused.
+async fn reports_count_time_and_spread_the_work_and_export_csv_and_svg(t: TestApp) {
+    let team = t.team("Support", "round_robin").await;
+    let other = t.team("Sales", "round_robin").await;
+    let ana = t.agent("Ana", &[team], "online", 1).await;
+    t.agent("Vic", &[other], "online", 5).await;
+    let first = t.open(team, "r1").await;
+    assert_eq!(first["assignee"], ana);
+    let second = t.open(team, "r2").await;
+    assert_eq!(second["status"], "queued", "Ana is at her cap");
+    t.open(other, "r3").await;
+    t.ok(Method::POST, &format!("/v1/conversations/{}/close", first["id"]), json!({})).await;
+    let r = t.get(&format!("/v1/reports?team={team}")).await;
+    assert_eq!(r["counts"], json!({ "opened": 2, "assigned": 2, "waited": 1, "closed": 1 }), "{r}");
+    assert_eq!(r["agents"][0]["name"], "Ana");
+    assert_eq!(r["agents"][0]["assigned"], 2, "the first, then the second from the queue");
+    assert_eq!(r["times"][0]["measure"], "time_to_assignment");
+    assert_eq!(r["times"][0]["count"], 2);
+    assert_eq!(r["times"][2]["count"], 1, "one resolved");
+    let all = t.get("/v1/reports").await;
+    assert_eq!(all["counts"]["opened"], 3, "all teams");
+    for table in ["counts", "times", "agents", "buckets"] {
+        let resp = t
+            .http
+            .get(format!("{}/v1/reports/{table}.csv?team={team}", t.base))
+            .bearer_auth(&t.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{table}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        let text = resp.text().await.unwrap();
+        assert!(text.lines().count() >= 2, "{table}: {text}");
+    }
+    for chart in ["queue", "agents", "load", "times"] {
+        let resp = t
+            .http
+            .get(format!("{}/v1/reports/{chart}.svg", t.base))
+            .bearer_auth(&t.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+        let svg = resp.text().await.unwrap();
+        assert!(svg.starts_with("<svg") && !svg.contains("<script"), "{chart}");
+    }
+    let agent = t.token("agent", Some(ana)).await;
+    for (token, path, status, code) in [
+        (&agent, "/v1/reports".to_string(), StatusCode::FORBIDDEN, "forbidden"),
+        (
+            &t.admin,
+            "/v1/reports?from=yesterday".to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_period",
+        ),
+        (
+            &t.admin,
+            "/v1/reports?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z".to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_period",
+        ),
+        (
+            &t.admin,
+            "/v1/reports?bucket_minutes=0".to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_period",
+        ),
+        (&t.admin, "/v1/reports?team=999999".to_string(), StatusCode::NOT_FOUND, "not_found"),
+        (&t.admin, "/v1/reports?colour=red".to_string(), StatusCode::BAD_REQUEST, "invalid_query"),
+        (&t.admin, "/v1/reports/pie.svg".to_string(), StatusCode::NOT_FOUND, "not_found"),
+        (&t.admin, "/v1/reports/agents.xls".to_string(), StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let r = t.call(token, Method::GET, &path, None).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{path}: {}", r.body);
     }
 }

@@ -96,7 +96,10 @@
       tabs.push(tab("nav-mine", "mine", ["Mine", el("span", { id: "mine-badge", class: "badge", text: unseen ? String(unseen) : "" })]));
       tabs.push(tab("nav-unassigned", "unassigned", ["Unassigned"]));
     }
-    if (isManager()) { tabs.push(tab("nav-board", "board", ["Live board"])); }
+    if (isManager()) {
+      tabs.push(tab("nav-board", "board", ["Live board"]));
+      tabs.push(tab("nav-reports", "reports", ["Reports"]));
+    }
     var header = el("header", { class: "top" }, [
       el("span", { class: "brand", text: "Usher" }),
       presenceSwitch(),
@@ -112,9 +115,11 @@
     if (view === "conversation" && open) { return showConversation(main, open); }
     if (view === "unassigned") { return showUnassigned(main); }
     if (view === "board") { return showBoard(main); }
+    if (view === "reports") { return showReports(main); }
     return showMine(main);
   }
   function refreshSoon() {
+    if (view === "reports") { return; } // a report is for a period that has passed; refreshed on request
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(function () {
       // Do not wipe a reply being typed.
@@ -302,6 +307,58 @@
       ])]),
       el("h3", { text: "Queue" }), queue
     ]);
+  }
+
+  // ---- reports ----
+  var reportChoice = { hours: "24", team: "" };
+  function showReports(main) {
+    var card = el("section", { class: "card", id: "reports" });
+    main.appendChild(card);
+    api("GET", "/v1/teams").then(function (j) {
+      var period = el("select", { id: "report-period", "aria-label": "Period", onchange: function () { reportChoice.hours = period.value; render(); } },
+        [["24", "Last 24 hours"], ["168", "Last 7 days"], ["720", "Last 30 days"]].map(function (o) {
+          return el("option", { value: o[0], selected: reportChoice.hours === o[0] ? "selected" : null, text: o[1] });
+        }));
+      var team = el("select", { id: "report-team", "aria-label": "Team", onchange: function () { reportChoice.team = team.value; render(); } },
+        [el("option", { value: "", text: "All teams" })].concat(j.teams.map(function (t) {
+          return el("option", { value: String(t.id), selected: reportChoice.team === String(t.id) ? "selected" : null, text: t.name });
+        })));
+      var hours = Number(reportChoice.hours);
+      var to = new Date(Math.ceil(Date.now() / 60000) * 60000);
+      var from = new Date(to.getTime() - hours * 3600 * 1000);
+      var q = "?from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString()) +
+        "&bucket_minutes=" + (hours <= 24 ? 60 : hours <= 168 ? 360 : 1440) + (reportChoice.team ? "&team=" + reportChoice.team : "");
+      return api("GET", "/v1/reports" + q).then(function (r) {
+        function table(id, head, rows) {
+          return el("div", { class: "scroll" }, [el("table", { id: id }, [
+            el("thead", {}, [el("tr", {}, head.map(function (h) { return el("th", { text: h }); }))]),
+            el("tbody", {}, rows.map(function (row) { return el("tr", {}, row.map(function (c) { return el("td", { text: String(c) }); })); }))
+          ])]);
+        }
+        function csv(name) { return el("a", { href: "/v1/reports/" + name + ".csv" + q, download: "usher-" + name + ".csv", text: "CSV" }); }
+        function chart(name, label) { return el("img", { src: "/v1/reports/" + name + ".svg" + q, alt: label, "data-chart": name, class: "chart" }); }
+        var c = r.counts;
+        card.replaceChildren(
+          el("h2", { text: "Reports" }),
+          el("div", { class: "actions" }, [period, team]),
+          el("h3", {}, ["Conversations ", csv("counts")]),
+          table("report-counts", ["Opened", "Assigned", "Waited", "Closed", "Longest wait"], [[c.opened, c.assigned, c.waited, c.closed, duration(r.longest_wait_seconds)]]),
+          el("h3", {}, ["Times ", csv("times")]),
+          table("report-times", ["Measure", "Conversations", "Median", "90th percentile"], r.times.map(function (t) {
+            return [t.measure.replace(/_/g, " "), t.count, duration(t.median_seconds), duration(t.p90_seconds)];
+          })),
+          chart("times", "Times: median and 90th percentile"),
+          el("h3", {}, ["Per agent ", csv("agents")]),
+          table("report-agents", ["Agent", "Assigned", "Share"], r.agents.map(function (a) {
+            return [a.name, a.assigned, Math.round(a.share * 100) + " %"];
+          })),
+          chart("agents", "Assignments per agent"),
+          chart("load", "Assignments per agent over time"),
+          el("h3", {}, ["Queue over time ", csv("buckets")]),
+          chart("queue", "Conversations waiting over time")
+        );
+      });
+    }).catch(function (e) { card.appendChild(el("p", { class: "error", text: e.message })); });
   }
 
   function boot() {

@@ -43,6 +43,7 @@ mod error;
 pub mod language;
 mod messages;
 pub mod presence;
+pub mod reports;
 mod routing;
 pub mod runs;
 mod sql;

@@ -403,6 +403,17 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
     };
 
     for (width, height, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+        // Each round starts with both away from work and nothing open.
+        for id in [ana, bob] {
+            api(
+                &http,
+                &base,
+                Method::PUT,
+                &format!("/v1/agents/{id}/status"),
+                json!({ "status": "offline" }),
+            )
+            .await;
+        }
         let a = Browser::start(width, height).await;
         a.goto(&format!("{base}/console")).await;
         a.type_into("#login-email", "ana@shop.test").await;
@@ -485,6 +496,7 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         let held =
             api(&http, &base, Method::GET, &format!("/v1/conversations/{}", pick["id"]), json!(null)).await;
         assert_eq!(held["assignee"], json!(if a_won { ana } else { bob }));
+        api(&http, &base, Method::POST, &format!("/v1/conversations/{}/close", pick["id"]), json!({})).await;
         // The manager's board.
         let m = Browser::start(width, height).await;
         m.sign_in(&base, "lead@shop.test").await;
@@ -492,6 +504,15 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         m.screenshot(&format!("console-{tag}-board")).await;
         let last_hour = m.script(&format!("return document.querySelector('td[data-last-hour=\"{ana}\"]') && document.querySelector('td[data-last-hour=\"{ana}\"]').textContent")).await;
         assert!(last_hour.as_str().is_some_and(|n| n.parse::<u32>().unwrap() >= 1), "{last_hour}");
+        // The reports: tables and the four charts, drawn by the server as SVG.
+        m.click("#nav-reports").await;
+        m.until("the report's charts", "const i = [...document.querySelectorAll('img[data-chart]')]; return i.length === 4 && i.every(x => x.complete && x.naturalWidth > 0)").await;
+        let opened =
+            m.script("return Number(document.querySelector('#report-counts tbody td').textContent)").await;
+        assert!(opened.as_i64() >= Some(2), "{opened}");
+        m.screenshot(&format!("console-{tag}-reports")).await;
+        let fits = m.script("return document.documentElement.scrollWidth <= window.innerWidth").await;
+        assert_eq!(fits, json!(true), "the reports fit {width} pixels");
         // Everything reachable by keyboard: every control is a native button, input or select.
         let unreachable =
             m.script("return [...document.querySelectorAll('[onclick], div[role=button]')].length").await;
