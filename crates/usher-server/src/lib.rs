@@ -14,6 +14,7 @@ pub mod auth;
 pub mod channel_routes;
 pub mod charts;
 pub mod console_routes;
+pub mod diagram;
 pub mod error;
 pub mod json;
 pub mod middleware;
@@ -247,6 +248,8 @@ pub fn app(state: AppState) -> Router {
         .route("/workflows/{id}/disable", post(workflow_routes::disable))
         .route("/workflows/{id}/versions", get(workflow_routes::versions))
         .route("/workflows/{id}/dry-run", post(workflow_routes::dry_run))
+        .route("/workflows/{id}/check", post(workflow_routes::check))
+        .route("/workflows/{id}/diagram.svg", get(workflow_routes::diagram))
         .merge(
             // Workflow documents may be larger than other bodies.
             Router::new()

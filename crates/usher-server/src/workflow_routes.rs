@@ -402,3 +402,55 @@ pub async fn schema() -> axum::response::Response {
     use axum::response::IntoResponse;
     ([(header::CONTENT_TYPE, "application/schema+json")], usher_workflow::SCHEMA).into_response()
 }
+
+/// `POST /v1/workflows/{id}/check`: the draft checked against the workspace as publishing
+/// would, changing nothing: `{"problems": [...]}`, empty when it can be published.
+pub async fn check(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.manage("check workflows")?;
+    let problems = s.store.check_workflow(caller.ws(), id(&raw, "workflow")?).await?;
+    Ok(Json(json!({ "problems": problems })))
+}
+
+/// `GET /v1/workflows/{id}/diagram.svg[?version=N]`: the draft's graph (or a published
+/// version's) drawn as SVG.
+pub async fn diagram(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    crate::json::Params(q): crate::json::Params<VersionQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    caller.manage("read workflows")?;
+    let wid = id(&raw, "workflow")?;
+    let doc = match q.version {
+        None => s.store.workflow(caller.ws(), wid).await?.draft,
+        Some(v) => s
+            .store
+            .workflow_versions(caller.ws(), wid)
+            .await?
+            .into_iter()
+            .find(|x| x.version == v)
+            .map(|x| x.document)
+            .ok_or_else(|| ApiError::not_found(format!("version {v} of workflow {wid}")))?,
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")],
+        crate::diagram::diagram(&doc),
+    )
+        .into_response())
+}
+
+/// `?version=N`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VersionQuery {
+    #[serde(default)]
+    version: Option<i64>,
+    /// Ignored: lets a page ask for a fresh drawing after an edit.
+    #[serde(default, rename = "t")]
+    _fresh: Option<i64>,
+}

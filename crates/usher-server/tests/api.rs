@@ -771,6 +771,10 @@ async fn every_route_against_every_role_and_a_foreign_workspace(t: TestApp) {
         (Method::GET, format!("/v1/workflows/{wf}"), None, vec!["admin", "manager"]),
         (Method::POST, format!("/v1/workflows/{wf}/publish"), None, vec!["admin", "manager"]),
         (Method::GET, format!("/v1/workflows/{wf}/versions"), None, vec!["admin", "manager"]),
+        (Method::POST, format!("/v1/workflows/{wf}/check"), None, vec!["admin", "manager"]),
+        (Method::GET, format!("/v1/workflows/{wf}/diagram.svg"), None, vec!["admin", "manager"]),
+        (Method::GET, "/v1/reports".into(), None, vec!["admin", "manager"]),
+        (Method::GET, "/v1/reports/agents.csv".into(), None, vec!["admin", "manager"]),
         (Method::POST, format!("/v1/workflows/{wf}/dry-run"), Some(json!({})), vec!["admin", "manager"]),
         (
             Method::POST,
@@ -956,6 +960,10 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/webchat/{key}/stream",
         "/v1/logins",
         "/v1/session",
+        "/v1/reports",
+        "/v1/reports/{file}",
+        "/v1/workflows/{id}/check",
+        "/v1/workflows/{id}/diagram.svg",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -1003,6 +1011,23 @@ async fn workflows_are_drafted_published_versioned_and_tried(t: TestApp) {
     let id = w["id"].as_i64().unwrap();
     assert_eq!((w["enabled"].as_bool(), w["published_version"].as_i64()), (Some(false), None));
     assert_eq!(w["draft"]["steps"]["assign"]["team"], support);
+    // Checked without publishing; drawn as SVG, a box per step and an arrow per way on.
+    let check = t.ok(Method::POST, &format!("/v1/workflows/{id}/check"), json!({})).await;
+    assert_eq!(check["problems"], json!([]));
+    let svg = t
+        .http
+        .get(format!("{}/v1/workflows/{id}/diagram.svg", t.base))
+        .bearer_auth(&t.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let svg = svg.text().await.unwrap();
+    assert_eq!(svg.matches("<g data-step=").count(), 2);
+    assert!(svg.contains("data-edge=\"welcome-assign\""), "{svg}");
+    let none =
+        t.call(&t.admin, Method::GET, &format!("/v1/workflows/{id}/diagram.svg?version=9"), None).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
     let published = t.ok(Method::POST, &format!("/v1/workflows/{id}/publish"), json!({})).await;
     assert_eq!(
         (published["enabled"].as_bool(), published["published_version"].as_i64()),
@@ -1049,6 +1074,8 @@ async fn workflows_are_drafted_published_versioned_and_tried(t: TestApp) {
     assert_eq!(refused.body["error"]["problems"][0]["path"], "steps.assign.team");
     assert_eq!(refused.body["error"]["problems"][0]["code"], "unknown_team");
     assert_eq!(t.get(&format!("/v1/workflows/{id}")).await["published_version"], 1, "nothing was published");
+    let check = t.ok(Method::POST, &format!("/v1/workflows/{id}/check"), json!({})).await;
+    assert_eq!(check["problems"], refused.body["error"]["problems"], "the check finds what publishing would");
 
     // Fixed and published again; then rolled back to the first version.
     let mut fixed = w["draft"].clone();

@@ -8,6 +8,7 @@
   var me = null;           // GET /v1/session
   var view = "mine";       // mine | unassigned | board | conversation
   var open = null;         // the conversation shown
+  var editing = null;      // the workflow in the editor
   var unseen = 0;          // assignments that arrived since "Mine" was last looked at
   var source = null;
   var refreshTimer = null;
@@ -30,7 +31,11 @@
     return fetch(path, opts).then(function (r) {
       if (r.status === 204) { return null; }
       return r.json().then(function (j) {
-        if (!r.ok) { var e = new Error((j.error && j.error.message) || ("HTTP " + r.status)); e.status = r.status; e.code = j.error && j.error.code; throw e; }
+        if (!r.ok) {
+          var e = new Error((j.error && j.error.message) || ("HTTP " + r.status));
+          e.status = r.status; e.code = j.error && j.error.code; e.problems = j.error && j.error.problems;
+          throw e;
+        }
         return j;
       });
     });
@@ -77,7 +82,7 @@
   // ---- the shell ----
   function tab(id, name, label) {
     return el("button", { id: id, type: "button", "aria-current": view === name ? "page" : null,
-      onclick: function () { view = name; open = null; notice = ""; if (name === "mine") { unseen = 0; } render(); } }, label);
+      onclick: function () { view = name; open = null; editing = null; notice = ""; if (name === "mine") { unseen = 0; } render(); } }, label);
   }
   function presenceSwitch() {
     if (!me.agent) { return null; }
@@ -98,6 +103,7 @@
     }
     if (isManager()) {
       tabs.push(tab("nav-board", "board", ["Live board"]));
+      tabs.push(tab("nav-workflows", "workflows", ["Workflows"]));
       tabs.push(tab("nav-reports", "reports", ["Reports"]));
     }
     var header = el("header", { class: "top" }, [
@@ -116,10 +122,14 @@
     if (view === "unassigned") { return showUnassigned(main); }
     if (view === "board") { return showBoard(main); }
     if (view === "reports") { return showReports(main); }
+    if (view === "workflows") { return showWorkflows(main); }
+    if (view === "workflow" && editing) { return showWorkflow(main, editing); }
     return showMine(main);
   }
   function refreshSoon() {
-    if (view === "reports") { return; } // a report is for a period that has passed; refreshed on request
+    // A report covers a period that has passed, and an editor holds unsaved work: neither is
+    // re-rendered by live events.
+    if (view === "reports" || view === "workflow") { return; }
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(function () {
       // Do not wipe a reply being typed.
@@ -307,6 +317,194 @@
       ])]),
       el("h3", { text: "Queue" }), queue
     ]);
+  }
+
+  // ---- workflows ----
+  var SKELETONS = {
+    send_message: { text: "Hello {{contact.name}}!" }, ask: { text: "What can we help you with?", save_to: "answer" },
+    branch: { branches: [], otherwise: "" }, assign: {}, wait: { minutes: 5, next: "" }, unassign: {}, close: {},
+    update_contact: {}, note: { text: "" }, jump: { to: "" }
+  };
+  function showWorkflows(main) {
+    var card = el("section", { class: "card", id: "workflows" });
+    main.appendChild(card);
+    Promise.all([api("GET", "/v1/workflows"), api("GET", "/v1/workflow-templates"), api("GET", "/v1/teams"), api("GET", "/v1/agents"), api("GET", "/v1/calendars")])
+      .then(function (r) {
+        var workflows = r[0].workflows, templates = r[1].templates, teams = r[2].teams, agents = r[3].agents, calendars = r[4].calendars;
+        function choose(id, label, items, name) {
+          return el("label", { class: "field" }, [label + " ", el("select", { id: id }, [el("option", { value: "", text: "—" })].concat(items.map(function (x) {
+            return el("option", { value: String(x.id), text: x[name] });
+          })))]);
+        }
+        var template = el("select", { id: "template", "aria-label": "Template" }, templates.map(function (t) { return el("option", { value: t.key, text: t.title }); }));
+        var about = el("p", { class: "muted", id: "template-about" });
+        function describe() {
+          var t = templates.filter(function (x) { return x.key === template.value; })[0];
+          about.textContent = t ? t.description + (t.needs.length ? " Needs: " + t.needs.join(", ").replace(/_/g, " ") + "." : "") : "";
+        }
+        template.addEventListener("change", describe);
+        describe();
+        var error = el("p", { class: "error", id: "template-error", role: "alert" });
+        var form = el("form", { id: "new-workflow", onsubmit: function (ev) {
+          ev.preventDefault();
+          var body = { template: template.value };
+          [["team", "tpl-team"], ["second_team", "tpl-second-team"], ["agent", "tpl-agent"], ["calendar", "tpl-calendar"]].forEach(function (p) {
+            var v = document.getElementById(p[1]).value; if (v) { body[p[0]] = Number(v); }
+          });
+          api("POST", "/v1/workflows", body).then(function (w) { editing = w.id; view = "workflow"; render(); })
+            .catch(function (e) { error.textContent = e.message; });
+        } }, [
+          el("h3", { text: "New from a template" }),
+          el("div", { class: "actions" }, [template, choose("tpl-team", "Team", teams, "name"), choose("tpl-second-team", "Second team", teams, "name"),
+            choose("tpl-agent", "Agent", agents, "name"), choose("tpl-calendar", "Calendar", calendars, "name"),
+            el("button", { class: "primary", type: "submit", id: "create-workflow", text: "Create draft" })]),
+          about, error
+        ]);
+        var list = el("ul", { class: "list", id: "workflow-list" }, workflows.map(function (w) {
+          var state = w.published_version ? "published v" + w.published_version + (w.enabled ? ", on" : ", off") : "draft, never published";
+          return el("li", { "data-workflow": String(w.id) }, [
+            el("div", { class: "row-main" }, [el("strong", { text: w.name }), el("div", { class: "muted", text: state })]),
+            el("button", { type: "button", "data-edit": String(w.id), text: "Edit", onclick: function () { editing = w.id; view = "workflow"; render(); } })
+          ]);
+        }));
+        if (!workflows.length) { list.appendChild(el("li", { class: "muted", text: "No workflows yet." })); }
+        card.replaceChildren(el("h2", { text: "Workflows" }), list, form);
+      }).catch(function (e) { card.appendChild(el("p", { class: "error", text: e.message })); });
+  }
+  function stepFields(name, step) {
+    var fields = Object.keys(step).filter(function (k) { return k !== "kind"; }).map(function (k) {
+      var v = step[k], id = "step-" + name + "-" + k, input;
+      if (typeof v === "string") { input = el(k === "text" ? "textarea" : "input", { id: id, "data-key": k, "data-type": "string", rows: "2" }); input.value = v; }
+      else if (typeof v === "number") { input = el("input", { id: id, type: "number", "data-key": k, "data-type": "number", value: String(v) }); }
+      else if (typeof v === "boolean") { input = el("input", { id: id, type: "checkbox", "data-key": k, "data-type": "boolean", checked: v ? "checked" : null }); }
+      else { input = el("textarea", { id: id, "data-key": k, "data-type": "json", rows: "3", class: "json" }); input.value = JSON.stringify(v, null, 1); }
+      return el("div", { class: "field" }, [el("label", { for: id, text: k.replace(/_/g, " ") }), input]);
+    });
+    var add = el("div", { class: "actions" }, [
+      el("input", { "aria-label": "New field of " + name, placeholder: "field (e.g. next)", class: "new-field" }),
+      el("button", { type: "button", text: "Add field", onclick: function (ev) {
+        var key = ev.target.previousSibling.value.trim();
+        if (!key) { return; }
+        var id = "step-" + name + "-" + key;
+        var input = el("input", { id: id, "data-key": key, "data-type": "guess" });
+        ev.target.parentNode.parentNode.insertBefore(el("div", { class: "field" }, [el("label", { for: id, text: key }), input]), ev.target.parentNode);
+        input.focus();
+      } })
+    ]);
+    return el("fieldset", { class: "step", "data-step": name, "data-kind": step.kind }, [
+      el("legend", {}, [el("strong", { text: name }), " · " + step.kind.replace(/_/g, " ")]),
+      el("div", {}, fields), add,
+      el("button", { type: "button", text: "Remove step", onclick: function (ev) { ev.target.closest("fieldset").remove(); } })
+    ]);
+  }
+  function readDocument(form) {
+    var doc = { name: form.querySelector("#wf-name").value, trigger: JSON.parse(form.querySelector("#wf-trigger").value),
+      start: form.querySelector("#wf-start").value, steps: {} };
+    var channels = JSON.parse(form.querySelector("#wf-channels").value || "[]");
+    if (channels.length) { doc.channels = channels; }
+    form.querySelectorAll("fieldset.step").forEach(function (fs) {
+      var step = { kind: fs.dataset.kind };
+      fs.querySelectorAll("[data-key]").forEach(function (i) {
+        var t = i.dataset.type, v;
+        if (t === "string") { v = i.value; } else if (t === "number") { v = Number(i.value); }
+        else if (t === "boolean") { v = i.checked; } else if (t === "json") { v = JSON.parse(i.value); }
+        else { try { v = JSON.parse(i.value); } catch (e) { v = i.value; } }
+        if (!(t === "guess" && i.value === "")) { step[i.dataset.key] = v; }
+      });
+      doc.steps[fs.dataset.step] = step;
+    });
+    return doc;
+  }
+  function showProblems(box, problems, title) {
+    box.replaceChildren();
+    document.querySelectorAll(".problem").forEach(function (e) { e.classList.remove("problem"); });
+    if (!problems.length) { box.appendChild(el("p", { class: "ok", id: "workflow-ok", text: title })); return; }
+    box.appendChild(el("ul", { id: "workflow-problems" }, problems.map(function (p) {
+      var m = /^steps\.([^.\[]+)/.exec(p.path);
+      if (m) { var fs = document.querySelector('fieldset[data-step="' + m[1] + '"]'); if (fs) { fs.classList.add("problem"); } }
+      return el("li", { "data-path": p.path }, [el("code", { text: p.path }), " " + p.message]);
+    })));
+  }
+  function showWorkflow(main, id) {
+    var card = el("section", { class: "card", id: "workflow", "data-workflow": String(id) });
+    main.appendChild(card);
+    Promise.all([api("GET", "/v1/workflows/" + id), api("GET", "/v1/workflows/" + id + "/versions")]).then(function (r) {
+      var w = r[0], versions = r[1].versions, doc = w.draft;
+      var problems = el("div", { id: "workflow-check", role: "status" });
+      var diagram = el("img", { id: "workflow-diagram", class: "chart", alt: "The workflow's steps and how they lead on", src: "/v1/workflows/" + id + "/diagram.svg?t=" + Date.now() });
+      var name = el("input", { id: "wf-name", value: doc.name, "aria-label": "Name" });
+      var start = el("select", { id: "wf-start", "aria-label": "First step" }, Object.keys(doc.steps).map(function (n) {
+        return el("option", { value: n, selected: n === doc.start ? "selected" : null, text: n });
+      }));
+      var trig = el("textarea", { id: "wf-trigger", rows: "2", class: "json", "aria-label": "Trigger" }); trig.value = JSON.stringify(doc.trigger);
+      var chans = el("input", { id: "wf-channels", "aria-label": "Channels (JSON list; empty for all)", value: JSON.stringify(doc.channels || []) });
+      var steps = el("div", { id: "wf-steps" }, Object.keys(doc.steps).map(function (n) { return stepFields(n, doc.steps[n]); }));
+      var newName = el("input", { id: "new-step-name", placeholder: "step name", "aria-label": "New step's name" });
+      var newKind = el("select", { id: "new-step-kind", "aria-label": "New step's kind" }, Object.keys(SKELETONS).map(function (k) { return el("option", { value: k, text: k.replace(/_/g, " ") }); }));
+      var form = el("form", { id: "workflow-form", onsubmit: function (ev) { ev.preventDefault(); save(); } }, [
+        el("div", { class: "field" }, [el("label", { for: "wf-name", text: "Name" }), name]),
+        el("div", { class: "field" }, [el("label", { for: "wf-trigger", text: "Trigger" }), trig]),
+        el("div", { class: "field" }, [el("label", { for: "wf-channels", text: "Channels (empty: all)" }), chans]),
+        el("div", { class: "field" }, [el("label", { for: "wf-start", text: "First step" }), start]),
+        steps,
+        el("div", { class: "actions" }, [newName, newKind, el("button", { type: "button", id: "add-step", text: "Add step", onclick: function () {
+          var n = newName.value.trim();
+          if (!n || document.querySelector('fieldset[data-step="' + n + '"]')) { toast("Give the step a new name"); return; }
+          var skeleton = JSON.parse(JSON.stringify(SKELETONS[newKind.value])); skeleton.kind = newKind.value;
+          steps.appendChild(stepFields(n, skeleton));
+          start.appendChild(el("option", { value: n, text: n }));
+          newName.value = "";
+        } })]),
+        el("div", { class: "actions" }, [
+          el("button", { type: "submit", class: "primary", id: "save-workflow", text: "Save and check" }),
+          el("button", { type: "button", id: "publish-workflow", text: "Publish", onclick: function () {
+            save().then(function (ok) {
+              if (!ok) { return; }
+              api("POST", "/v1/workflows/" + id + "/publish", {}).then(function (p) { toast("Published version " + p.published_version); render(); })
+                .catch(function (e) { showProblems(problems, (e.problems || []), e.message); });
+            });
+          } }),
+          w.published_version ? el("button", { type: "button", id: "toggle-workflow", text: w.enabled ? "Turn off" : "Turn on", onclick: function () {
+            api("POST", "/v1/workflows/" + id + (w.enabled ? "/disable" : "/enable"), {}).then(function () { render(); }).catch(function (e) { toast(e.message); });
+          } }) : null,
+          versions.length > 1 ? el("select", { id: "rollback-version", "aria-label": "Version to roll back to" }, versions.map(function (v) {
+            return el("option", { value: String(v.version), text: "v" + v.version + " · " + ago(v.published_at) });
+          })) : null,
+          versions.length > 1 ? el("button", { type: "button", id: "rollback", text: "Roll back", onclick: function () {
+            api("POST", "/v1/workflows/" + id + "/rollback", { version: Number(document.getElementById("rollback-version").value) })
+              .then(function () { toast("Rolled back"); render(); }).catch(function (e) { toast(e.message); });
+          } }) : null,
+          el("button", { type: "button", text: "Back to the list", onclick: function () { view = "workflows"; editing = null; render(); } })
+        ])
+      ]);
+      function save() {
+        var doc2;
+        try { doc2 = readDocument(form); } catch (e) { showProblems(problems, [{ path: "document", message: "a JSON field does not parse: " + e.message }], ""); return Promise.resolve(false); }
+        return api("PUT", "/v1/workflows/" + id, doc2).then(function () {
+          diagram.src = "/v1/workflows/" + id + "/diagram.svg?t=" + Date.now();
+          return api("POST", "/v1/workflows/" + id + "/check", {});
+        }).then(function (c) {
+          showProblems(problems, c.problems, "Saved. No problems: it can be published.");
+          return c.problems.length === 0;
+        }).catch(function (e) { showProblems(problems, e.problems || [{ path: "document", message: e.message }], ""); return false; });
+      }
+      var tryName = el("input", { id: "dry-name", value: "Mia", "aria-label": "Sample contact's name" });
+      var tryText = el("input", { id: "dry-message", value: "Hello", "aria-label": "Sample first message" });
+      var tryOut = el("ol", { id: "dry-trace", class: "muted" });
+      var dry = el("form", { id: "dry-run", onsubmit: function (ev) {
+        ev.preventDefault();
+        api("POST", "/v1/workflows/" + id + "/dry-run", { contact: { name: tryName.value }, message: tryText.value }).then(function (d) {
+          tryOut.replaceChildren.apply(tryOut, d.trace.map(function (t) { return el("li", { text: t.step + ": " + t.did }); })
+            .concat(d.decisions.map(function (x) { return el("li", { class: "trace", text: x.explanation }); })));
+        }).catch(function (e) { tryOut.replaceChildren(el("li", { class: "error", text: e.message })); });
+      } }, [el("h3", { text: "Dry run" }), el("div", { class: "actions" }, [tryName, tryText, el("button", { type: "submit", id: "dry-run-go", text: "Try it" })]), tryOut]);
+      card.replaceChildren(
+        el("h2", { text: w.name }),
+        el("p", { class: "muted", text: w.published_version ? "Published version " + w.published_version + (w.enabled ? " runs" : " is off") + ". You edit the draft." : "A draft: publish it to make it run." }),
+        el("div", { class: "editor" }, [el("div", { class: "editor-form" }, [form, problems]), el("div", { class: "editor-diagram" }, [diagram])]),
+        dry
+      );
+    }).catch(function (e) { card.appendChild(el("p", { class: "error", text: e.message })); });
   }
 
   // ---- reports ----

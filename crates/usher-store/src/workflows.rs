@@ -434,6 +434,14 @@ impl Store {
         self.change_workflow(tx, ws, id, "published_version = $1, enabled = 1", version, event, now).await
     }
 
+    /// Checks a workflow's draft against the workspace as publishing would, changing nothing:
+    /// every problem with its place (none: it can be published).
+    pub async fn check_workflow(&self, ws: i64, id: i64) -> Result<Vec<usher_workflow::Problem>, StoreError> {
+        let draft = self.workflow(ws, id).await?.draft;
+        let directory = self.directory(ws).await?;
+        Ok(usher_workflow::validate(&draft, &directory))
+    }
+
     /// Makes an earlier version the one that runs.
     pub async fn rollback_workflow(
         &self,

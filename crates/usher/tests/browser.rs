@@ -520,6 +520,103 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
     }
 }
 
+/// The workflow editor in Chromium: a manager makes a draft from a template, changes the
+/// greeting in its form, makes a mistake (a step that leads nowhere) and sees it named at its
+/// place, fixes it, publishes; the diagram is drawn; a dry run shows the steps; and the next
+/// conversation follows the published workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_editor_builds_checks_and_publishes_and_the_next_conversation_follows_it() {
+    use reqwest::Method;
+    let server = serve("editor").await;
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let team =
+        api(&http, &base, Method::POST, "/v1/teams", json!({ "name": "Support", "strategy": "round_robin" }))
+            .await;
+    let ana = api(&http, &base, Method::POST, "/v1/agents", json!({ "name": "Ana", "email": "ana@shop.test", "teams": [team["id"]], "status": "online", "max_open": 50 })).await;
+    api(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/logins",
+        json!({ "email": "lead@shop.test", "password": PASSWORD, "role": "manager" }),
+    )
+    .await;
+    for (width, height, tag) in [(1280, 900, "desktop"), (390, 844, "phone")] {
+        let m = Browser::start(width, height).await;
+        m.sign_in(&base, "lead@shop.test").await;
+        m.click("#nav-workflows").await;
+        m.until(
+            "the templates",
+            "return !!document.querySelector('#template option[value=least_open_online_only]')",
+        )
+        .await;
+        m.script(&format!(
+            "document.querySelector('#template').value = 'least_open_online_only';\
+             document.querySelector('#tpl-team').value = '{}'; return true;",
+            team["id"]
+        ))
+        .await;
+        m.click("#create-workflow").await;
+        m.until(
+            "the editor",
+            "return !!document.querySelector('#workflow-form fieldset[data-step=welcome]')",
+        )
+        .await;
+        m.until(
+            "the diagram",
+            "const d = document.querySelector('#workflow-diagram'); return d.complete && d.naturalWidth > 0",
+        )
+        .await;
+        // A greeting of our own, and a mistake: the greeting leads to a step that does not exist.
+        let greeting = format!("Welcome to the shop ({tag}), {{{{contact.name}}}}!");
+        m.script(&format!(
+            "document.querySelector('#step-welcome-text').value = {greeting:?};\
+             document.querySelector('#step-welcome-next').value = 'nowhere'; return true;"
+        ))
+        .await;
+        m.click("#save-workflow").await;
+        m.until("the problem named at its place", "return [...document.querySelectorAll('#workflow-problems li')].some(l => l.dataset.path.startsWith('steps.welcome'))").await;
+        assert_eq!(
+            m.script(
+                "return document.querySelector('fieldset[data-step=welcome]').classList.contains('problem')"
+            )
+            .await,
+            json!(true)
+        );
+        m.screenshot(&format!("console-{tag}-workflow-problem")).await;
+        m.script("document.querySelector('#step-welcome-next').value = 'assign'; return true;").await;
+        m.click("#save-workflow").await;
+        m.until("a clean check", "return !!document.querySelector('#workflow-ok')").await;
+        m.click("#dry-run-go").await;
+        m.until("the dry run", "return document.querySelector('#dry-trace').children.length >= 2").await;
+        m.click("#publish-workflow").await;
+        m.until("the published state", "return !!document.querySelector('#toggle-workflow')").await;
+        m.screenshot(&format!("console-{tag}-workflow-published")).await;
+        let fits = m.script("return document.documentElement.scrollWidth <= window.innerWidth").await;
+        assert_eq!(fits, json!(true), "the editor fits {width} pixels");
+        // The next conversation follows it.
+        let c = api(&http, &base, Method::POST, "/v1/conversations", json!({ "channel": "sms", "team": team["id"], "contact": { "external_id": format!("wf-{tag}"), "name": "Mia" }, "message": "hi" })).await;
+        assert_eq!(c["assignee"], ana["id"]);
+        let messages =
+            api(&http, &base, Method::GET, &format!("/v1/conversations/{}/messages", c["id"]), json!(null))
+                .await;
+        let expected = greeting.replace("{{contact.name}}", "Mia");
+        assert!(
+            messages["messages"].as_array().unwrap().iter().any(|m| m["text"] == expected.as_str()),
+            "{messages}"
+        );
+        // This round's workflow steps aside for the next round's.
+        let list = api(&http, &base, Method::GET, "/v1/workflows", json!(null)).await;
+        for w in list["workflows"].as_array().unwrap() {
+            if w["enabled"] == true {
+                api(&http, &base, Method::POST, &format!("/v1/workflows/{}/disable", w["id"]), json!({}))
+                    .await;
+            }
+        }
+    }
+}
+
 #[test]
 fn base64_decodes_what_python_encodes() {
     // base64.b64encode(b"Usher \x00\xff!") == b"VXNoZXIgAP8h"
