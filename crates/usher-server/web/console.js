@@ -368,8 +368,53 @@
           ]);
         }));
         if (!workflows.length) { list.appendChild(el("li", { class: "muted", text: "No workflows yet." })); }
-        card.replaceChildren(el("h2", { text: "Workflows" }), list, form);
+        card.replaceChildren(el("h2", { text: "Workflows" }), list, form, calendarsCard(calendars));
       }).catch(function (e) { card.appendChild(el("p", { class: "error", text: e.message })); });
+  }
+  // Business hours: one line per weekday, "09:00-12:00, 13:00-17:30"; holidays "2026-12-25 Christmas".
+  var DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+  function calendarsCard(calendars) {
+    var box = el("div", { id: "calendars" });
+    function form(c) {
+      var spec = c ? c.spec : { name: "", time_zone: "UTC", weekly: {}, holidays: [] };
+      var prefix = c ? "cal-" + c.id : "cal-new";
+      var name = el("input", { id: prefix + "-name", value: c ? c.name : "", "aria-label": "Calendar name" });
+      var zone = el("input", { id: prefix + "-zone", value: spec.time_zone || "UTC", "aria-label": "Time zone (IANA, e.g. Europe/Paris)" });
+      var days = DAYS.map(function (d) {
+        var spans = ((spec.weekly || {})[d] || []).map(function (s) { return s[0] + "-" + s[1]; }).join(", ");
+        return el("div", { class: "field" }, [el("label", { for: prefix + "-" + d, text: d }), el("input", { id: prefix + "-" + d, value: spans, placeholder: "closed" })]);
+      });
+      var holidays = el("textarea", { id: prefix + "-holidays", rows: "2", "aria-label": "Holidays, one a line: 2026-12-25 Christmas" });
+      holidays.value = (spec.holidays || []).map(function (h) { return h.date + (h.name ? " " + h.name : ""); }).join("\n");
+      var error = el("p", { class: "error", role: "alert" });
+      return el("form", { class: "card", "data-calendar": c ? String(c.id) : "new", onsubmit: function (ev) {
+        ev.preventDefault();
+        var weekly = {};
+        DAYS.forEach(function (d) {
+          var text = document.getElementById(prefix + "-" + d).value.trim();
+          if (text) { weekly[d] = text.split(",").map(function (p) { return p.trim().split("-").map(function (x) { return x.trim(); }); }); }
+        });
+        var body = { name: name.value, time_zone: zone.value, weekly: weekly, exceptions: spec.exceptions || [],
+          holidays: holidays.value.split("\n").map(function (l) { return l.trim(); }).filter(Boolean).map(function (l) {
+            var i = l.indexOf(" "); return i < 0 ? { date: l } : { date: l.slice(0, i), name: l.slice(i + 1) };
+          }) };
+        (c ? api("PUT", "/v1/calendars/" + c.id, body) : api("POST", "/v1/calendars", body))
+          .then(function () { toast("Calendar saved"); render(); })
+          .catch(function (e) { error.textContent = e.message + (e.problems ? ": " + e.problems.map(function (p) { return p.path + " " + p.message; }).join("; ") : ""); });
+      } }, [
+        el("h3", { text: c ? c.name + (c.open_now ? " · open now" : " · closed now" + (c.next_opening ? ", opens " + c.next_opening : "")) : "New calendar" }),
+        el("div", { class: "field" }, [el("label", { for: prefix + "-name", text: "Name" }), name]),
+        el("div", { class: "field" }, [el("label", { for: prefix + "-zone", text: "Time zone" }), zone]),
+        el("div", { class: "days" }, days),
+        el("div", { class: "field" }, [el("label", { for: prefix + "-holidays", text: "Holidays (one a line)" }), holidays]),
+        error,
+        el("button", { type: "submit", class: "primary", id: prefix + "-save", text: c ? "Save" : "Create calendar" })
+      ]);
+    }
+    box.appendChild(el("h2", { text: "Business hours" }));
+    calendars.forEach(function (c) { box.appendChild(form(c)); });
+    box.appendChild(form(null));
+    return box;
   }
   function stepFields(name, step) {
     var fields = Object.keys(step).filter(function (k) { return k !== "kind"; }).map(function (k) {

@@ -557,6 +557,39 @@ async fn the_workflow_editor_builds_checks_and_publishes_and_the_next_conversati
             team["id"]
         ))
         .await;
+        if tag == "desktop" {
+            // Business hours, edited here too.
+            m.type_into("#cal-new-name", "Office").await;
+            m.script("document.querySelector('#cal-new-zone').value = 'Europe/Paris'; return true;").await;
+            m.type_into("#cal-new-mon", "09:00-12:30, 13:30-18:00").await;
+            m.type_into("#cal-new-holidays", "2026-12-25 Christmas").await;
+            m.click("#cal-new-save").await;
+            m.until(
+                "the saved calendar",
+                "return !!document.querySelector('form[data-calendar]:not([data-calendar=new])')",
+            )
+            .await;
+            let cals = api(&http, &base, Method::GET, "/v1/calendars", json!(null)).await;
+            let office = &cals["calendars"][0];
+            assert_eq!(
+                office["spec"]["weekly"]["mon"],
+                json!([["09:00", "12:30"], ["13:30", "18:00"]]),
+                "{office}"
+            );
+            assert_eq!(office["spec"]["time_zone"], "Europe/Paris");
+            assert_eq!(office["spec"]["holidays"][0]["name"], "Christmas");
+            m.until(
+                "the templates again",
+                "return !!document.querySelector('#template option[value=least_open_online_only]')",
+            )
+            .await;
+            m.script(&format!(
+                "document.querySelector('#template').value = 'least_open_online_only';\
+                 document.querySelector('#tpl-team').value = '{}'; return true;",
+                team["id"]
+            ))
+            .await;
+        }
         m.click("#create-workflow").await;
         m.until(
             "the editor",
