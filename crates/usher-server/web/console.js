@@ -303,7 +303,8 @@
     });
     var longest = q.waiting.reduce(function (m, w) { return Math.max(m, w.waited_seconds); }, 0);
     var queue = q.waiting.length ? el("ol", { class: "list", "data-queue": String(t.id) }, q.waiting.map(function (w) {
-      return el("li", {}, ["#" + w.position + " · conversation " + w.conversation + " · " + w.priority,
+      return el("li", { "data-waiting": String(w.conversation) }, [
+        el("span", { text: "#" + w.position + " · conversation " + w.conversation + " · " + w.priority }),
         el("span", { class: "muted", text: "waited " + duration(w.waited_seconds) + " · estimate " + duration(w.estimated_wait_seconds) })]);
     })) : el("p", { class: "muted", text: "Nobody is waiting." });
     return el("section", { class: "card", "data-team": String(t.id) }, [
@@ -483,7 +484,16 @@
       }));
       var trig = el("textarea", { id: "wf-trigger", rows: "2", class: "json", "aria-label": "Trigger" }); trig.value = JSON.stringify(doc.trigger);
       var chans = el("input", { id: "wf-channels", "aria-label": "Channels (JSON list; empty for all)", value: JSON.stringify(doc.channels || []) });
-      var steps = el("div", { id: "wf-steps" }, Object.keys(doc.steps).map(function (n) { return stepFields(n, doc.steps[n]); }));
+      // The steps in the order a run meets them (breadth first from the start), the rest after.
+      var order = [], seen = {}, todo = [doc.start];
+      while (todo.length) {
+        var n = todo.shift();
+        if (seen[n] || !doc.steps[n]) { continue; }
+        seen[n] = true; order.push(n);
+        JSON.stringify(doc.steps[n]).replace(/"(?:next|to|otherwise|on_queued|on_invalid|on_timeout|go_to)":"([^"]+)"/g, function (_, t) { todo.push(t); return _; });
+      }
+      Object.keys(doc.steps).forEach(function (n) { if (!seen[n]) { order.push(n); } });
+      var steps = el("div", { id: "wf-steps" }, order.map(function (n) { return stepFields(n, doc.steps[n]); }));
       var newName = el("input", { id: "new-step-name", placeholder: "step name", "aria-label": "New step's name" });
       var newKind = el("select", { id: "new-step-kind", "aria-label": "New step's kind" }, Object.keys(SKELETONS).map(function (k) { return el("option", { value: k, text: k.replace(/_/g, " ") }); }));
       var form = el("form", { id: "workflow-form", onsubmit: function (ev) { ev.preventDefault(); save(); } }, [

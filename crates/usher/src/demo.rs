@@ -141,6 +141,11 @@ pub async fn traffic(store: Store, ws: i64) {
             };
             if let Ok(list) = store.conversations(ws, &filter, now_millis()).await {
                 if let Some(c) = list.first() {
+                    // The agent answers before closing, so first response times fill in.
+                    let answer = "Thanks for waiting! That is sorted now.";
+                    let _ = store
+                        .post_message(ws, c.id, usher_store::Author::Agent, c.assignee, answer, now_millis())
+                        .await;
                     if store.close(ws, c.id, now_millis()).await.is_ok() {
                         let who = match c.assignee {
                             Some(a) => {

@@ -513,6 +513,9 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         m.screenshot(&format!("console-{tag}-reports")).await;
         let fits = m.script("return document.documentElement.scrollWidth <= window.innerWidth").await;
         assert_eq!(fits, json!(true), "the reports fit {width} pixels");
+        // Nothing was fetched from any host but the server itself.
+        let local = m.script("return performance.getEntriesByType('resource').every(e => e.name.startsWith(location.origin))").await;
+        assert_eq!(local, json!(true), "every request went to the server itself");
         // Everything reachable by keyboard: every control is a native button, input or select.
         let unreachable =
             m.script("return [...document.querySelectorAll('[onclick], div[role=button]')].length").await;
@@ -648,6 +651,76 @@ async fn the_workflow_editor_builds_checks_and_publishes_and_the_next_conversati
             }
         }
     }
+}
+
+/// Not a check: makes the README's screenshots (`docs/screenshots/`) from a real
+/// `usher serve --demo` after a minute of its traffic. Run it with
+/// `cargo test -p usher --test browser -- --ignored screenshots`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "makes the README's screenshots; run by hand"]
+async fn screenshots_of_the_demo_for_the_readme() {
+    let dir = std::env::temp_dir().join(format!("usher-demo-shots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.join("data"))
+        .env("USHER_BOOTSTRAP_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Reap(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    async fn save(b: &Browser, out: &Path, name: &str) {
+        let png = b.call(reqwest::Method::GET, "/screenshot", None).await;
+        std::fs::write(out.join(format!("{name}.png")), base64(png.as_str().unwrap())).unwrap();
+    }
+    let m = Browser::start(1280, 800).await;
+    m.goto(&format!("{base}/console")).await;
+    m.type_into("#login-email", "admin@demo.usher").await;
+    m.type_into("#login-password", "usher-demo").await;
+    m.click("#login-submit").await;
+    m.until("the board", "return !!document.querySelector('#board section')").await;
+    save(&m, &out, "board").await;
+    m.click("#nav-reports").await;
+    m.until("the charts", "const i = [...document.querySelectorAll('img[data-chart]')]; return i.length === 4 && i.every(x => x.complete && x.naturalWidth > 0)").await;
+    save(&m, &out, "reports").await;
+    m.click("#nav-workflows").await;
+    m.until("the list", "return !!document.querySelector('button[data-edit]')").await;
+    m.click("button[data-edit]").await;
+    m.until("the diagram", "const d = document.querySelector('#workflow-diagram'); return !!d && d.complete && d.naturalWidth > 0").await;
+    save(&m, &out, "workflow-editor").await;
+    let a = Browser::start(1280, 800).await;
+    a.goto(&format!("{base}/console")).await;
+    a.type_into("#login-email", "ana@demo.usher").await;
+    a.type_into("#login-password", "usher-demo").await;
+    a.click("#login-submit").await;
+    a.until("the inbox", "return !!document.querySelector('#mine li')").await;
+    save(&a, &out, "inbox").await;
+    if a.script("return !!document.querySelector('button[data-open]')").await == json!(true) {
+        a.click("button[data-open]").await;
+        a.until("the conversation", "return !!document.querySelector('#messages')").await;
+        save(&a, &out, "conversation").await;
+    }
+    let channels = api(&http, &base, reqwest::Method::GET, "/v1/channels", json!(null)).await;
+    let key = channels["channels"][0]["public_key"].as_str().unwrap().to_string();
+    let v = Browser::start(390, 760).await;
+    v.goto(&format!("{base}/chat/{key}")).await;
+    v.type_into("#usher-input", "Hi! Has my order shipped?").await;
+    v.click("#usher-send").await;
+    v.until("the greeting", "return [...document.querySelectorAll('#usher-messages li')].some(l => l.dataset.author === 'workflow')").await;
+    save(&v, &out, "web-chat").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
