@@ -269,6 +269,7 @@
     Promise.all([api("GET", "/v1/teams"), api("GET", "/v1/agents"), api("GET", "/v1/events?limit=1000&after=0").catch(function () { return { events: [] }; })])
       .then(function (r) {
         var teams = r[0].teams, agents = r[1].agents, hour = Date.now() - 3600 * 1000, lastHour = {};
+        allTeams = teams;
         r[2].events.forEach(function (e) {
           if ((e.kind === "conversation.assigned" || e.kind === "conversation.claimed") && e.agent && Date.parse(e.at) >= hour) {
             lastHour[e.agent] = (lastHour[e.agent] || 0) + 1;
@@ -279,6 +280,21 @@
           holder.replaceChildren.apply(holder, teams.map(function (t, i) { return teamCard(t, queues[i], byId, lastHour); }));
         });
       }).catch(function (e) { holder.appendChild(el("p", { class: "error", text: e.message })); });
+  }
+  var allTeams = [];
+  // An agent's teams, as checkboxes: ticking one adds the agent to it, unticking removes it.
+  function teamsControl(a, card) {
+    var set = el("fieldset", { class: "teams", "data-agent-teams": String(a.id) }, [el("legend", { class: "muted", text: "Teams of " + a.name })]);
+    allTeams.forEach(function (t) {
+      var id = "member-" + card + "-" + a.id + "-" + t.id;
+      var box = el("input", { type: "checkbox", id: id, value: String(t.id), checked: a.teams.indexOf(t.id) >= 0 ? "checked" : null, onchange: function () {
+        var chosen = [...set.querySelectorAll("input")].filter(function (i) { return i.checked; }).map(function (i) { return Number(i.value); });
+        api("PATCH", "/v1/agents/" + a.id, { teams: chosen }).then(function () { toast(a.name + ": teams saved"); render(); })
+          .catch(function (e) { toast(e.message); });
+      } });
+      set.appendChild(el("label", { for: id, class: "check" }, [box, " " + t.name]));
+    });
+    return set;
   }
   function teamCard(t, q, byId, lastHour) {
     var members = t.members.map(function (id) { return byId[id]; }).filter(Boolean);
@@ -298,7 +314,8 @@
         el("td", {}, [status]),
         el("td", {}, [el("span", { class: "load" + (a.open >= a.max_open ? " full" : "") }, [el("span", { style: null })]), a.open + " / ", cap]),
         el("td", { class: "wide", text: a.received_today + (a.daily_limit ? " / " + a.daily_limit : "") }),
-        el("td", { class: "wide", "data-last-hour": String(a.id), text: String(lastHour[a.id] || 0) })
+        el("td", { class: "wide", "data-last-hour": String(a.id), text: String(lastHour[a.id] || 0) }),
+        el("td", {}, [teamsControl(a, t.id)])
       ].map(function (td, i) { if (i === 2) { td.firstChild.firstChild.style.width = share + "%"; } return td; }));
     });
     var longest = q.waiting.reduce(function (m, w) { return Math.max(m, w.waited_seconds); }, 0);
@@ -313,7 +330,7 @@
         q.waiting.length + " waiting" + (q.waiting.length ? " · longest wait " + duration(longest) : "") }),
       el("div", { class: "scroll" }, [el("table", {}, [
         el("thead", {}, [el("tr", {}, [el("th", { text: "Agent" }), el("th", { text: "Presence" }), el("th", { text: "Open / cap" }),
-          el("th", { class: "wide", text: "Today" }), el("th", { class: "wide", text: "Last hour" })])]),
+          el("th", { class: "wide", text: "Today" }), el("th", { class: "wide", text: "Last hour" }), el("th", { text: "Teams" })])]),
         el("tbody", {}, rows)
       ])]),
       el("h3", { text: "Queue" }), queue
