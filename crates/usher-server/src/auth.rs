@@ -10,7 +10,7 @@
 //! |---|---|
 //! | admin | everything in its workspace |
 //! | manager | teams, agents, routing, assignment of anyone, events |
-//! | agent | its own status, claims for itself, its own conversations and the unassigned ones of its teams, teams and queues (read) |
+//! | agent | its own status, claims for itself, its own conversations (and hands them on to a teammate or a team) and the unassigned ones of its teams, teams, their members and queues (read) |
 //! | integration | open conversations, read them |
 
 use crate::error::ApiError;

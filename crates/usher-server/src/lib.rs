@@ -197,6 +197,7 @@ pub fn app(state: AppState) -> Router {
         .route("/teams", post(routes::create_team).get(routes::list_teams))
         .route("/teams/{id}", get(routes::get_team).patch(routes::update_team))
         .route("/teams/{id}/queue", get(routes::team_queue))
+        .route("/teams/{id}/members", get(routes::team_members))
         .route("/agents", post(routes::create_agent).get(routes::list_agents))
         .route("/agents/{id}", get(routes::get_agent).patch(routes::update_agent))
         .route("/agents/{id}/status", put(routes::set_status))

@@ -246,6 +246,26 @@ pub async fn get_team(
     Ok(Json(json!(s.store.team(caller.ws(), id(&raw, "team")?).await?)))
 }
 
+/// `GET /v1/teams/{id}/members`: the team's agents with their presence and load, for the
+/// team's own agents (whom to hand a conversation to) as well as managers.
+pub async fn team_members(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    not_integration(&caller, "read teams")?;
+    let team = s.store.team(caller.ws(), id(&raw, "team")?).await?;
+    if caller.0.role == Role::Agent && !caller.0.agent.is_some_and(|a| team.members.contains(&a)) {
+        return Err(ApiError::forbidden("read the members of a team it is not in"));
+    }
+    let mut members = Vec::with_capacity(team.members.len());
+    for a in &team.members {
+        let agent = s.store.agent(caller.ws(), *a, now_millis()).await?;
+        members.push(json!({ "id": agent.id, "name": agent.name, "status": agent.status, "open": agent.open, "max_open": agent.max_open }));
+    }
+    Ok(Json(json!({ "team": team.id, "members": members })))
+}
+
 /// `GET /v1/teams/{id}/queue`.
 pub async fn team_queue(
     State(s): State<AppState>,
@@ -721,8 +741,13 @@ pub async fn assign(
     Path(raw): Path<String>,
     Body(b): Body<AssignBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.manage("assign conversations")?;
     let conversation = id(&raw, "conversation")?;
+    // An agent hands on what it holds (to a teammate or a team), caps applying; managers
+    // assign anything, and may force past caps.
+    own_or_manage(&s, &caller, conversation, "assign conversations it does not hold").await?;
+    if caller.0.role == Role::Agent && b.force {
+        return Err(ApiError::forbidden("force an assignment past caps"));
+    }
     let now = now_millis();
     let c = match (b.agent, b.team) {
         (Some(agent), None) => s.store.assign(caller.ws(), conversation, agent, b.force, now).await?,

@@ -111,6 +111,7 @@ both!(web_chat, 0, 0, a_web_chat_visitor_writes_and_reads_answers_live_with_its_
 both!(presence, 0, 0, an_agent_whose_console_goes_is_turned_away_and_back_when_it_returns);
 both!(console_sessions, 0, 0, console_logins_sign_in_with_a_cookie_that_acts_with_the_logins_role_only);
 both!(reports, 0, 0, reports_count_time_and_spread_the_work_and_export_csv_and_svg);
+both!(hand_on, 0, 0, agents_hand_on_what_they_hold_to_a_teammate_or_a_team_and_nothing_else);
 
 async fn contacts_are_found_and_updated(t: TestApp) {
     let team = t.team("Support", "round_robin").await;
@@ -964,6 +965,7 @@ async fn operations_endpoints_and_openapi(t: TestApp) {
         "/v1/reports/{file}",
         "/v1/workflows/{id}/check",
         "/v1/workflows/{id}/diagram.svg",
+        "/v1/teams/{id}/members",
     ] {
         assert!(paths.contains_key(p), "OpenAPI lacks {p}");
     }
@@ -2514,4 +2516,61 @@ async fn reports_count_time_and_spread_the_work_and_export_csv_and_svg(t: TestAp
         let r = t.call(token, Method::GET, &path, None).await;
         assert_eq!((r.status, r.body["error"]["code"].as_str()), (status, Some(code)), "{path}: {}", r.body);
     }
+}
+
+/// An agent transfers a conversation it holds to a teammate (caps apply, no forcing) or to a
+/// team, and sees its teams' members to choose from; nothing it does not hold, no team it is
+/// not in.
+async fn agents_hand_on_what_they_hold_to_a_teammate_or_a_team_and_nothing_else(t: TestApp) {
+    let support = t.team("Support", "round_robin").await;
+    let billing = t.team("Billing", "round_robin").await;
+    let ana = t.agent("Ana", &[support], "online", 5).await;
+    let bob = t.agent("Bob", &[support], "online", 1).await;
+    let bea = t.agent("Bea", &[billing], "online", 5).await;
+    let ana_token = t.token("agent", Some(ana)).await;
+    let mut mine = Vec::new();
+    for i in 0..4 {
+        let c = t.open(support, &format!("h{i}")).await;
+        if c["assignee"] == ana {
+            mine.push(c["id"].as_i64().unwrap());
+        }
+    }
+    assert!(mine.len() >= 2, "{mine:?}");
+    let members = t.call(&ana_token, Method::GET, &format!("/v1/teams/{support}/members"), None).await;
+    assert_eq!(members.status, StatusCode::OK);
+    let names: Vec<&str> =
+        members.body["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Ana", "Bob"]);
+    let other = t.call(&ana_token, Method::GET, &format!("/v1/teams/{billing}/members"), None).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    // Bob is at his cap (one conversation): the transfer is refused and may not be forced.
+    let path = format!("/v1/conversations/{}/transfer", mine[0]);
+    let full = t.call(&ana_token, Method::POST, &path, Some(json!({ "agent": bob }))).await;
+    assert_eq!(full.status, StatusCode::CONFLICT, "{}", full.body);
+    let forced = t.call(&ana_token, Method::POST, &path, Some(json!({ "agent": bob, "force": true }))).await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN);
+    // To a team: routed there.
+    let moved = t.call(&ana_token, Method::POST, &path, Some(json!({ "team": billing }))).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    assert_eq!((moved.body["team"].as_i64(), moved.body["assignee"].as_i64()), (Some(billing), Some(bea)));
+    // No longer hers: she cannot move it again.
+    let again = t.call(&ana_token, Method::POST, &path, Some(json!({ "team": support }))).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    // Bob freed: the next goes to him.
+    t.ok(Method::PATCH, &format!("/v1/agents/{bob}"), json!({ "max_open": 5 })).await;
+    let to_bob = t
+        .call(
+            &ana_token,
+            Method::POST,
+            &format!("/v1/conversations/{}/transfer", mine[1]),
+            Some(json!({ "agent": bob })),
+        )
+        .await;
+    assert_eq!(
+        (to_bob.status, to_bob.body["assignee"].as_i64()),
+        (StatusCode::OK, Some(bob)),
+        "{}",
+        to_bob.body
+    );
+    assert!(t.store.audit_counters(t.ws).await.unwrap().is_empty());
 }

@@ -126,7 +126,9 @@
     if (view === "workflow" && editing) { return showWorkflow(main, editing); }
     return showMine(main);
   }
-  function refreshSoon() {
+  function refreshSoon(e) {
+    // A conversation's view changes only with its own events.
+    if (view === "conversation" && e && e.conversation !== open) { return; }
     // A report covers a period that has passed, and an editor holds unsaved work: neither is
     // re-rendered by live events.
     if (view === "reports" || view === "workflow") { return; }
@@ -167,7 +169,7 @@
           toast("New conversation assigned to you");
         }
         if (mine && k === "agent.status_changed") { me.agent.status = e.data.to; }
-        refreshSoon();
+        refreshSoon(e);
       });
     });
   }
@@ -226,7 +228,12 @@
       api("GET", "/v1/conversations/" + id + "/trace").catch(function () { return { decisions: [] }; }),
       api("GET", "/v1/teams").catch(function () { return { teams: [] }; })
     ]).then(function (r) {
+      // The teammates it could go to: the members of the conversation's team.
+      var mates = r[0].team ? api("GET", "/v1/teams/" + r[0].team + "/members").catch(function () { return { members: [] }; }) : Promise.resolve({ members: [] });
+      return mates.then(function (m) { r.push(m.members); return r; });
+    }).then(function (r) {
       var c = r[0], messages = r[1].messages, decisions = r[2].decisions, teams = r[3].teams;
+      var mates = r[4].filter(function (a) { return !me.agent || a.id !== me.agent.id; });
       var last = decisions.length ? decisions[decisions.length - 1] : null;
       var list = el("ul", { id: "messages", class: "messages" }, messages.map(function (m) {
         return el("li", { class: m.direction, "data-author": m.author, text: m.text });
@@ -238,9 +245,12 @@
         api("POST", "/v1/conversations/" + id + "/messages", { text: text.value })
           .then(function () { text.value = ""; render(); }).catch(function (e) { toast(e.message); });
       } }, [text, el("button", { id: "reply-send", class: "primary", type: "submit", text: "Send" })]);
-      var team = el("select", { id: "transfer-team", "aria-label": "Transfer to team" }, teams.map(function (t) {
-        return el("option", { value: String(t.id), text: t.name });
-      }));
+      // One list: a teammate (caps apply), or a team (routed there by its strategy).
+      var team = el("select", { id: "transfer-to", "aria-label": "Transfer to" }, mates.map(function (a) {
+        return el("option", { value: "agent:" + a.id, text: a.name + " (" + a.status + ", " + a.open + "/" + a.max_open + ")" });
+      }).concat(teams.map(function (t) {
+        return el("option", { value: "team:" + t.id, text: "team " + t.name });
+      })));
       var actions = el("div", { class: "actions" }, [
         el("button", { id: "close-conversation", type: "button", text: "Close", onclick: function () {
           api("POST", "/v1/conversations/" + id + "/close", {}).then(function () { view = "mine"; open = null; toast("Closed"); render(); })
@@ -248,7 +258,8 @@
         } }),
         teams.length ? team : null,
         teams.length ? el("button", { id: "transfer", type: "button", text: "Transfer", onclick: function () {
-          api("POST", "/v1/conversations/" + id + "/transfer", { team: Number(team.value) })
+          var to = team.value.split(":");
+          api("POST", "/v1/conversations/" + id + "/transfer", to[0] === "agent" ? { agent: Number(to[1]) } : { team: Number(to[1]) })
             .then(function () { view = "mine"; open = null; toast("Transferred"); render(); }).catch(function (e) { toast(e.message); });
         } }) : null,
         el("button", { type: "button", text: "Back", onclick: function () { view = "mine"; open = null; render(); } })

@@ -510,6 +510,26 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         let held =
             api(&http, &base, Method::GET, &format!("/v1/conversations/{}", pick["id"]), json!(null)).await;
         assert_eq!(held["assignee"], json!(if a_won { ana } else { bob }));
+        // The winner hands it on to the other, from the conversation's view.
+        let (winner, other) = if a_won { (&a, bob) } else { (&b, ana) };
+        winner
+            .until(
+                "the transfer list",
+                &format!("return !!document.querySelector('#transfer-to option[value=\"agent:{other}\"]')"),
+            )
+            .await;
+        winner
+            .script(&format!("document.querySelector('#transfer-to').value = 'agent:{other}'; return true;"))
+            .await;
+        winner.click("#transfer").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while api(&http, &base, Method::GET, &format!("/v1/conversations/{}", pick["id"]), json!(null)).await
+            ["assignee"]
+            != other
+        {
+            assert!(Instant::now() < deadline, "the transfer did not happen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         api(&http, &base, Method::POST, &format!("/v1/conversations/{}/close", pick["id"]), json!({})).await;
         // The manager's board.
         let m = Browser::start(width, height).await;
