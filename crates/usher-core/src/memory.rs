@@ -240,6 +240,16 @@ impl Workspace {
         self.drain(ctx)
     }
 
+    /// Forgets a closed conversation (the simulator keeps only what is still open). Returns
+    /// whether it was closed and is now gone; an open one is kept.
+    pub fn forget(&mut self, id: ConversationId) -> bool {
+        let closed = self.conversations.get(&id).is_some_and(|r| r.state.status == Status::Closed);
+        if closed {
+            self.conversations.remove(&id);
+        }
+        closed
+    }
+
     /// Reopens a closed conversation and decides it again, preferring its last agent.
     pub fn reopen(&mut self, id: ConversationId, ctx: Context) -> Result<Decision, MemoryError> {
         let record = self.record(id)?;

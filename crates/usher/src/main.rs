@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod simulate;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     },
     /// Load-test a running server over HTTP and print throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Simulate traffic against the routing core in virtual time: compare strategies and
+    /// staffing (Erlang C) before going live.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +171,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
 

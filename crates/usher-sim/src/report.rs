@@ -1,0 +1,191 @@
+//! What a run measured, and the report.
+
+use serde::Serialize;
+use usher_core::model::AgentId;
+
+/// Counting as the run goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Tally {
+    waits: Vec<i64>,
+    abandoned: Vec<i64>,
+    per_agent: Vec<u32>,
+    busy: Vec<i64>,
+    estimate_errors: Vec<f64>,
+    queue_area: f64,
+    last_at: i64,
+    last_queue: usize,
+    target_millis: i64,
+}
+
+/// One strategy's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Conversations that arrived.
+    pub arrived: u64,
+    /// Answered by an agent.
+    pub answered: u64,
+    /// Left while waiting.
+    pub abandoned: u64,
+    /// Share of those that came that left.
+    pub abandonment: f64,
+    /// Waiting time of the answered, seconds: mean, median, 90th and 99th percentile.
+    pub wait_mean_seconds: f64,
+    /// Median.
+    pub wait_median_seconds: f64,
+    /// 90th percentile.
+    pub wait_p90_seconds: f64,
+    /// 99th percentile.
+    pub wait_p99_seconds: f64,
+    /// Share of the answered that waited at all.
+    pub probability_of_waiting: f64,
+    /// Share of all arrivals answered within the target.
+    pub service_level: f64,
+    /// Share of agent capacity (agents × max_open × time) spent handling.
+    pub occupancy: f64,
+    /// Mean queue length over time.
+    pub mean_queue: f64,
+    /// Conversations per agent: fewest and most.
+    pub per_agent_min: u32,
+    /// Most.
+    pub per_agent_max: u32,
+    /// Gini coefficient of conversations per agent (0: perfectly even).
+    pub gini_conversations: f64,
+    /// Gini coefficient of busy time per agent.
+    pub gini_busy_time: f64,
+    /// The queue's wait estimates against the waits that followed: mean error (estimate −
+    /// wait) and mean absolute error, seconds, over answered conversations that had one.
+    pub estimate_mean_error_seconds: f64,
+    /// Mean absolute error.
+    pub estimate_mean_absolute_error_seconds: f64,
+    /// Waiting times of the answered in seconds, bucketed by whole seconds up to 10 minutes
+    /// (the distribution for the chart).
+    #[serde(skip)]
+    pub histogram: Vec<u64>,
+    /// Conversations per agent.
+    #[serde(skip)]
+    pub per_agent: Vec<u32>,
+}
+
+/// The Gini coefficient of non-negative values.
+pub fn gini(values: &[f64]) -> f64 {
+    let n = values.len();
+    let total: f64 = values.iter().sum();
+    if n == 0 || total <= 0.0 {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let weighted: f64 = v.iter().enumerate().map(|(i, x)| (i as f64 + 1.0) * x).sum();
+    (2.0 * weighted) / (n as f64 * total) - (n as f64 + 1.0) / n as f64
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1000.0
+}
+
+impl Tally {
+    pub(crate) fn new(agents: usize, target_seconds: f64) -> Tally {
+        Tally {
+            waits: Vec::new(),
+            abandoned: Vec::new(),
+            per_agent: vec![0; agents],
+            busy: vec![0; agents],
+            estimate_errors: Vec::new(),
+            queue_area: 0.0,
+            last_at: 0,
+            last_queue: 0,
+            target_millis: (target_seconds * 1000.0) as i64,
+        }
+    }
+
+    fn index(agent: AgentId) -> usize {
+        usize::try_from(agent.0 - 1).unwrap_or(0)
+    }
+
+    pub(crate) fn queue_at(&mut self, now: i64, queue: usize) {
+        self.queue_area += self.last_queue as f64 * (now - self.last_at) as f64;
+        self.last_at = now;
+        self.last_queue = queue;
+    }
+
+    pub(crate) fn answered(&mut self, waited: i64, agent: AgentId, estimate: Option<u64>) {
+        self.waits.push(waited);
+        if let Some(n) = self.per_agent.get_mut(Self::index(agent)) {
+            *n += 1;
+        }
+        if let Some(e) = estimate {
+            self.estimate_errors.push(e as f64 - waited as f64 / 1000.0);
+        }
+    }
+
+    pub(crate) fn abandoned(&mut self, waited: i64) {
+        self.abandoned.push(waited);
+    }
+
+    pub(crate) fn busy(&mut self, agent: AgentId, millis: i64) {
+        if let Some(b) = self.busy.get_mut(Self::index(agent)) {
+            *b += millis;
+        }
+    }
+
+    pub(crate) fn finish(mut self, end: i64, agents: u32, max_open: u32) -> Outcome {
+        self.waits.sort_unstable();
+        let answered = self.waits.len() as u64;
+        let abandoned = self.abandoned.len() as u64;
+        let arrived = answered + abandoned;
+        let within = self.waits.iter().filter(|w| **w <= self.target_millis).count() as u64;
+        let waited = self.waits.iter().filter(|w| **w > 0).count() as u64;
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let mut histogram = vec![0u64; 601];
+        for w in &self.waits {
+            histogram[usize::try_from(w / 1000).unwrap_or(0).min(600)] += 1;
+        }
+        let errors = &self.estimate_errors;
+        let n_err = errors.len().max(1) as f64;
+        Outcome {
+            arrived,
+            answered,
+            abandoned,
+            abandonment: share(abandoned, arrived),
+            wait_mean_seconds: if answered == 0 {
+                0.0
+            } else {
+                self.waits.iter().sum::<i64>() as f64 / answered as f64 / 1000.0
+            },
+            wait_median_seconds: percentile(&self.waits, 0.5),
+            wait_p90_seconds: percentile(&self.waits, 0.9),
+            wait_p99_seconds: percentile(&self.waits, 0.99),
+            probability_of_waiting: share(waited, answered),
+            service_level: share(within, arrived),
+            occupancy: self.busy.iter().sum::<i64>() as f64
+                / (f64::from(agents) * f64::from(max_open) * end.max(1) as f64),
+            mean_queue: self.queue_area / end.max(1) as f64,
+            per_agent_min: self.per_agent.iter().copied().min().unwrap_or(0),
+            per_agent_max: self.per_agent.iter().copied().max().unwrap_or(0),
+            gini_conversations: gini(&self.per_agent.iter().map(|n| f64::from(*n)).collect::<Vec<_>>()),
+            gini_busy_time: gini(&self.busy.iter().map(|b| *b as f64).collect::<Vec<_>>()),
+            estimate_mean_error_seconds: errors.iter().sum::<f64>() / n_err,
+            estimate_mean_absolute_error_seconds: errors.iter().map(|e| e.abs()).sum::<f64>() / n_err,
+            histogram,
+            per_agent: self.per_agent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gini_is_zero_when_even_and_grows_with_inequality() {
+        assert_eq!(gini(&[5.0, 5.0, 5.0, 5.0]), 0.0);
+        // One of four does everything: (n − 1) / n.
+        assert!((gini(&[0.0, 0.0, 0.0, 8.0]) - 0.75).abs() < 1e-12);
+        assert!(gini(&[1.0, 2.0, 3.0, 4.0]) > 0.0 && gini(&[1.0, 2.0, 3.0, 4.0]) < 0.75);
+        assert_eq!(gini(&[]), 0.0);
+    }
+}
