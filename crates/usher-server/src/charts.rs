@@ -42,13 +42,7 @@ fn frame(title: &str, max: f64, svg: &mut String) {
     for i in 0..=4 {
         let v = max * f64::from(i) / 4.0;
         let y = TOP + plot_h - plot_h * f64::from(i) / 4.0;
-        let label = if max >= 8.0 {
-            format!("{v:.0}")
-        } else if max >= 0.8 {
-            format!("{v:.1}")
-        } else {
-            format!("{v:.2}")
-        };
+        let label = if max >= 8.0 { format!("{v:.0}") } else { format!("{v:.2}") };
         let _ = write!(
             svg,
             r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#d0d7de"/><text x="{}" y="{:.1}" text-anchor="end" fill="#57606a">{label}</text>"##,

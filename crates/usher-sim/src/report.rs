@@ -12,6 +12,7 @@ pub(crate) struct Tally {
     busy: Vec<i64>,
     estimate_errors: Vec<f64>,
     queue_area: f64,
+    queue_area_by_hour: [f64; 24],
     last_at: i64,
     last_queue: usize,
     target_millis: i64,
@@ -64,6 +65,8 @@ pub struct Outcome {
     /// Conversations per agent.
     #[serde(skip)]
     pub per_agent: Vec<u32>,
+    /// Mean queue length in each hour of the day (0 to 23).
+    pub queue_by_hour: Vec<f64>,
 }
 
 /// The Gini coefficient of non-negative values.
@@ -96,6 +99,7 @@ impl Tally {
             busy: vec![0; agents],
             estimate_errors: Vec::new(),
             queue_area: 0.0,
+            queue_area_by_hour: [0.0; 24],
             last_at: 0,
             last_queue: 0,
             target_millis: (target_seconds * 1000.0) as i64,
@@ -107,7 +111,10 @@ impl Tally {
     }
 
     pub(crate) fn queue_at(&mut self, now: i64, queue: usize) {
-        self.queue_area += self.last_queue as f64 * (now - self.last_at) as f64;
+        let area = self.last_queue as f64 * (now - self.last_at) as f64;
+        self.queue_area += area;
+        // Intervals between events are short: each is counted in the hour it began.
+        self.queue_area_by_hour[usize::try_from((self.last_at / 3_600_000) % 24).unwrap_or(0)] += area;
         self.last_at = now;
         self.last_queue = queue;
     }
@@ -172,6 +179,10 @@ impl Tally {
             estimate_mean_absolute_error_seconds: errors.iter().map(|e| e.abs()).sum::<f64>() / n_err,
             histogram,
             per_agent: self.per_agent,
+            queue_by_hour: {
+                let per_hour = end.max(1) as f64 / 24.0;
+                self.queue_area_by_hour.iter().map(|a| a / per_hour).collect()
+            },
         }
     }
 }

@@ -56,6 +56,56 @@ pub struct SimulateArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML report with SVG charts to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+/// The report as one HTML page: the table, and SVG charts drawn by `usher_server::charts`
+/// (waiting-time distribution, queue length over the day, load per agent), nothing fetched.
+pub fn html(r: &usher_sim::Report) -> String {
+    use usher_server::charts::{bars, escape, lines};
+    let seconds: Vec<String> = (1..=120).map(|s| format!("{s} s")).collect();
+    let waits: Vec<(String, Vec<f64>)> = r
+        .strategies
+        .iter()
+        .map(|s| {
+            let total = s.outcome.answered.max(1) as f64;
+            let share =
+                s.outcome.histogram.iter().skip(1).take(120).map(|n| *n as f64 / total * 100.0).collect();
+            (s.strategy.as_str().to_string(), share)
+        })
+        .collect();
+    let hours: Vec<String> = (0..24).map(|h| format!("{h:02}:00")).collect();
+    let queue: Vec<(String, Vec<f64>)> = r
+        .strategies
+        .iter()
+        .map(|s| (s.strategy.as_str().to_string(), s.outcome.queue_by_hour.clone()))
+        .collect();
+    let mut page = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Usher simulation</title>\
+         <style>body{font:15px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#1f2328}\
+         pre{background:#f6f8fa;padding:12px;overflow-x:auto}svg{max-width:100%;height:auto;margin:8px 0}</style></head><body>",
+    );
+    page.push_str("<h1>Usher simulation</h1><pre>");
+    page.push_str(&escape(&usher_sim::table(r)));
+    page.push_str("</pre><h2>Waiting time: the share of the answered (%) that waited each second, from 1 s to 2 min (the rest waited 0 s or longer)</h2>");
+    page.push_str(&lines("Waiting time distribution", &seconds, &waits));
+    page.push_str("<h2>Queue length over the day</h2>");
+    page.push_str(&lines("Mean conversations waiting, by hour of the day", &hours, &queue));
+    for s in &r.strategies {
+        page.push_str(&format!("<h2>Load per agent: {}</h2>", escape(s.strategy.as_str())));
+        let per: Vec<(String, f64)> = s
+            .outcome
+            .per_agent
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("agent {}", i + 1), f64::from(*n)))
+            .collect();
+        page.push_str(&bars("Conversations per agent", &per));
+    }
+    page.push_str("</body></html>\n");
+    page
 }
 
 fn setup(args: &SimulateArgs) -> Result<Setup> {
@@ -141,6 +191,10 @@ pub fn run(args: &SimulateArgs) -> Result<()> {
         }
     });
     eprintln!();
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&report)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("  report written to {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
