@@ -102,3 +102,46 @@ async fn config_file_and_json_logs_with_request_ids() {
         "no log line carries the request id:\n{text}"
     );
 }
+
+/// `usher simulate` as a user runs it: the same seed prints the same JSON twice, the HTML
+/// report holds its charts and fetches nothing, and a bad setup is refused with a reason.
+#[test]
+fn simulate_is_deterministic_writes_its_report_and_refuses_a_bad_setup() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/simulation/support.json");
+    let html = std::env::temp_dir().join(format!("usher-sim-{}.html", std::process::id()));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .arg("simulate")
+            .arg("--config")
+            .arg(&example)
+            .args(["--hours", "200", "--json"])
+            .args(extra)
+            .output()
+            .expect("usher simulate runs")
+    };
+    let first = run(&["--html", html.to_str().expect("path")]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let second = run(&[]);
+    assert_eq!(first.stdout, second.stdout, "the same seed, the same report");
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON");
+    assert_eq!(report["strategies"].as_array().map(Vec::len), Some(2));
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert_eq!(page.matches("<svg").count(), 4, "waits, queue, and load per agent for each strategy");
+    assert!(
+        !page.contains("http://")
+            || page.matches("http://").count()
+                == page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
+    let _ = std::fs::remove_file(&html);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["simulate", "--agents", "0"])
+        .output()
+        .expect("usher simulate runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("agents must be"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
