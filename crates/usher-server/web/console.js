@@ -277,15 +277,14 @@
   function showBoard(main) {
     var holder = el("div", { id: "board" });
     main.appendChild(holder);
-    Promise.all([api("GET", "/v1/teams"), api("GET", "/v1/agents"), api("GET", "/v1/events?limit=1000&after=0").catch(function () { return { events: [] }; })])
+    // Assignments per agent in the last hour: the report over that hour.
+    var now = new Date(), hourAgo = new Date(now.getTime() - 3600 * 1000);
+    var lastHourReport = "/v1/reports?from=" + encodeURIComponent(hourAgo.toISOString()) + "&to=" + encodeURIComponent(now.toISOString()) + "&bucket_minutes=60";
+    Promise.all([api("GET", "/v1/teams"), api("GET", "/v1/agents"), api("GET", lastHourReport).catch(function () { return { agents: [] }; })])
       .then(function (r) {
-        var teams = r[0].teams, agents = r[1].agents, hour = Date.now() - 3600 * 1000, lastHour = {};
+        var teams = r[0].teams, agents = r[1].agents, lastHour = {};
         allTeams = teams;
-        r[2].events.forEach(function (e) {
-          if ((e.kind === "conversation.assigned" || e.kind === "conversation.claimed") && e.agent && Date.parse(e.at) >= hour) {
-            lastHour[e.agent] = (lastHour[e.agent] || 0) + 1;
-          }
-        });
+        r[2].agents.forEach(function (a) { lastHour[a.agent] = a.assigned; });
         var byId = {}; agents.forEach(function (a) { byId[a.id] = a; });
         return Promise.all(teams.map(function (t) { return api("GET", "/v1/teams/" + t.id + "/queue"); })).then(function (queues) {
           holder.replaceChildren.apply(holder, teams.map(function (t, i) { return teamCard(t, queues[i], byId, lastHour); }));

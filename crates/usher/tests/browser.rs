@@ -76,6 +76,26 @@ struct Browser {
     _driver: Reap,
 }
 
+impl Drop for Browser {
+    /// Ends the session, which closes the browser (killing chromedriver alone would leave it
+    /// running); plain blocking HTTP, since dropping cannot wait on the runtime.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let Some(rest) = self.base.strip_prefix("http://") else { return };
+        let Some((host, path)) = rest.split_once('/') else { return };
+        let Ok(addr) = host.parse::<std::net::SocketAddr>() else { return };
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+        }
+    }
+}
+
 impl Browser {
     async fn start(width: u32, height: u32) -> Browser {
         let driver = find("USHER_CHROMEDRIVER", "/usr/bin/chromedriver");
@@ -83,6 +103,7 @@ impl Browser {
         let port = free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
