@@ -78,13 +78,7 @@ impl FromRequestParts<AppState> for Caller {
             (None, None) => return Err(ApiError::unauthorized()),
         };
         if let Err(wait) = state.limiter.take(principal.token_id) {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests for this token; retry in {wait} s"),
-            );
-            e.retry_after = Some(wait);
-            return Err(e);
+            return Err(ApiError::rate_limited(wait, "token"));
         }
         Ok(Caller(principal))
     }

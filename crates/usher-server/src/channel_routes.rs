@@ -155,13 +155,7 @@ async fn web_chat(s: &AppState, key: &str) -> ApiResult<(i64, ChannelInfo, Strin
     let found = s.store.web_chat(key).await?;
     // Channels' buckets are keyed apart from tokens' (negative ids).
     if let Err(wait) = s.limiter.take(-found.1.id) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many requests for this chat; retry in {wait} s"),
-        );
-        e.retry_after = Some(wait);
-        return Err(e);
+        return Err(ApiError::rate_limited(wait, "chat"));
     }
     Ok(found)
 }

@@ -41,6 +41,17 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// 429 `rate_limited`, with `Retry-After`, for the bucket of a `whose` (token, chat).
+    pub fn rate_limited(wait: u64, whose: &str) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this {whose}; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        e
+    }
+
     /// 401.
     pub fn unauthorized() -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")

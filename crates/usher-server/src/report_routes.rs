@@ -233,6 +233,7 @@ mod tests {
             kind: "conversation.assigned".into(),
             conversation: 1,
             agent: Some(7),
+            assigned: Some(7),
         }];
         compute(
             &convs,

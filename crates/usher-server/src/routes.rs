@@ -258,11 +258,15 @@ pub async fn team_members(
     if caller.0.role == Role::Agent && !caller.0.agent.is_some_and(|a| team.members.contains(&a)) {
         return Err(ApiError::forbidden("read the members of a team it is not in"));
     }
-    let mut members = Vec::with_capacity(team.members.len());
-    for a in &team.members {
-        let agent = s.store.agent(caller.ws(), *a, now_millis()).await?;
-        members.push(json!({ "id": agent.id, "name": agent.name, "status": agent.status, "open": agent.open, "max_open": agent.max_open }));
-    }
+    // One read of the workspace's agents, not one per member.
+    let members: Vec<Value> = s
+        .store
+        .agents(caller.ws(), now_millis())
+        .await?
+        .into_iter()
+        .filter(|a| team.members.contains(&a.id))
+        .map(|a| json!({ "id": a.id, "name": a.name, "status": a.status, "open": a.open, "max_open": a.max_open }))
+        .collect();
     Ok(Json(json!({ "team": team.id, "members": members })))
 }
 

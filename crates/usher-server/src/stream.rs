@@ -91,8 +91,17 @@ impl AgentView {
     fn shows(&mut self, e: &Event) -> bool {
         let me = e.agent == Some(self.agent);
         if let Some(c) = e.conversation {
+            // A transfer's `agent` is the one it went to, or, to a team, the one it left: the
+            // data's `assigned` says which.
+            let to_me = match e.kind.as_str() {
+                "conversation.assigned" | "conversation.claimed" => me,
+                "conversation.transferred" => {
+                    e.data.get("assigned").and_then(|a| a.as_i64()) == Some(self.agent)
+                }
+                _ => false,
+            };
             match e.kind.as_str() {
-                "conversation.assigned" | "conversation.claimed" | "conversation.transferred" if me => {
+                "conversation.assigned" | "conversation.claimed" | "conversation.transferred" if to_me => {
                     self.mine.insert(c);
                 }
                 // Someone else took it (a transfer away from this agent): shown, then no longer its.
@@ -215,4 +224,43 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, agent: Option<i64>, data: serde_json::Value) -> Event {
+        Event {
+            seq: 1,
+            kind: kind.into(),
+            at: String::new(),
+            conversation: Some(7),
+            agent,
+            team: Some(1),
+            data,
+        }
+    }
+
+    #[test]
+    fn a_conversation_transferred_away_to_a_team_is_no_longer_the_agents() {
+        let mut v = AgentView { agent: 3, teams: BTreeSet::from([1]), mine: BTreeSet::new() };
+        assert!(v.shows(&event("conversation.assigned", Some(3), json!({}))));
+        assert!(v.mine.contains(&7));
+        // To a team: the event names the agent it left.
+        assert!(v.shows(&event(
+            "conversation.transferred",
+            Some(3),
+            json!({ "from_team": 1, "to_team": 2 })
+        )));
+        assert!(!v.mine.contains(&7), "it left the agent");
+        // To this agent by hand: the data names it.
+        assert!(v.shows(&event("conversation.transferred", Some(3), json!({ "assigned": 3 }))));
+        assert!(v.mine.contains(&7));
+        // Then to another agent: shown once more, then not its.
+        assert!(v.shows(&event("conversation.transferred", Some(5), json!({ "assigned": 5 }))));
+        assert!(!v.mine.contains(&7));
+    }
 }

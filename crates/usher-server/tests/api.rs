@@ -1722,12 +1722,17 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
 /// Opens `GET /v1/stream` (resuming after `last`, if given) and collects its events in the
 /// background until the returned task is aborted.
 async fn listen(t: &TestApp, token: &str, last: Option<i64>) -> (Received, tokio::task::JoinHandle<()>) {
-    use futures_util::StreamExt;
     let mut req = t.http.get(format!("{}/v1/stream", t.base)).bearer_auth(token);
     if let Some(id) = last {
         req = req.header("Last-Event-ID", id.to_string());
     }
-    let resp = req.send().await.unwrap();
+    collect(req.send().await.unwrap())
+}
+
+/// Collects the `data` of a server-sent event stream's events in the background until the
+/// returned task is aborted.
+fn collect(resp: reqwest::Response) -> (Received, tokio::task::JoinHandle<()>) {
+    use futures_util::StreamExt;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let got: Received = Default::default();
@@ -2114,26 +2119,7 @@ async fn a_web_chat_visitor_writes_and_reads_answers_live_with_its_own_token_onl
     );
 
     // The visitor's stream, read over real HTTP.
-    use futures_util::StreamExt;
-    let resp = t.http.get(format!("{}{base}/stream?{q}", t.base)).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let got: Received = Default::default();
-    let sink = got.clone();
-    let task = tokio::spawn(async move {
-        let mut body = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let block: String = buf.drain(..end + 2).collect();
-                for line in block.lines() {
-                    if let Some(data) = line.strip_prefix("data: ") {
-                        sink.lock().unwrap().push(serde_json::from_str(data).unwrap());
-                    }
-                }
-            }
-        }
-    });
+    let (got, task) = collect(t.http.get(format!("{}{base}/stream?{q}", t.base)).send().await.unwrap());
     let note = t
         .call(
             &t.admin,

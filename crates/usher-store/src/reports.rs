@@ -53,8 +53,10 @@ pub struct RoutingEvent {
     pub kind: String,
     /// The conversation.
     pub conversation: i64,
-    /// The agent.
+    /// The agent the event names (for a transfer to a team: the one it left).
     pub agent: Option<i64>,
+    /// The agent it went to, when the event handed it to one.
+    pub assigned: Option<i64>,
 }
 
 /// The period: `[from, to)` in buckets of `bucket` milliseconds.
@@ -256,7 +258,7 @@ pub fn compute(
         .iter()
         .filter(|e| e.at >= period.from && e.at < period.to && ASSIGNED.contains(&e.kind.as_str()))
     {
-        let Some(agent) = e.agent else { continue };
+        let Some(agent) = e.assigned else { continue };
         *per_agent.entry(agent).or_default() += 1;
         let i = usize::try_from((e.at - period.from) / period.bucket).unwrap_or(0);
         if let Some(b) = buckets.get_mut(i) {
@@ -328,7 +330,7 @@ impl Store {
             " AND $4 = $4"
         };
         let events = query(&format!(
-            "SELECT e.at, e.kind, e.conversation_id, e.agent_id FROM events e WHERE e.workspace_id = $1 \
+            "SELECT e.at, e.kind, e.conversation_id, e.agent_id, e.data FROM events e WHERE e.workspace_id = $1 \
              AND e.at >= $2 AND e.at < $3 AND e.conversation_id IS NOT NULL AND e.kind LIKE 'conversation.%'{team_filter} \
              ORDER BY e.seq LIMIT {MAX_EVENTS}"
         ))
@@ -340,12 +342,17 @@ impl Store {
         .await?
         .iter()
         .map(|r| {
-            Ok(RoutingEvent {
-                at: r.try_get("at")?,
-                kind: r.try_get("kind")?,
-                conversation: r.try_get("conversation_id")?,
-                agent: r.try_get("agent_id")?,
-            })
+            let kind: String = r.try_get("kind")?;
+            let agent: Option<i64> = r.try_get("agent_id")?;
+            // A transfer names the agent it went to in its data (a transfer to a team names
+            // none: the team's own assignment follows as its own event).
+            let assigned = match kind.as_str() {
+                "conversation.transferred" => serde_json::from_str::<serde_json::Value>(&r.try_get::<String, _>("data")?)?
+                    .get("assigned")
+                    .and_then(serde_json::Value::as_i64),
+                _ => agent,
+            };
+            Ok(RoutingEvent { at: r.try_get("at")?, kind, conversation: r.try_get("conversation_id")?, agent, assigned })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
         let names = query("SELECT id, name FROM agents WHERE workspace_id = $1")
@@ -367,7 +374,26 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn ev(at: i64, kind: &str, conversation: i64, agent: Option<i64>) -> RoutingEvent {
-        RoutingEvent { at, kind: kind.into(), conversation, agent }
+        RoutingEvent { at, kind: kind.into(), conversation, agent, assigned: agent }
+    }
+
+    #[test]
+    fn a_transfer_to_a_team_counts_for_the_agent_who_gets_it_not_the_one_it_left() {
+        let period = Period::new(0, 60 * MIN, 60 * MIN).unwrap();
+        let left = RoutingEvent {
+            at: MIN,
+            kind: "conversation.transferred".into(),
+            conversation: 1,
+            agent: Some(10),
+            assigned: None,
+        };
+        let events = [
+            ev(0, "conversation.assigned", 1, Some(10)),
+            left,
+            ev(MIN, "conversation.assigned", 1, Some(11)),
+        ];
+        let r = compute(&[], &events, &BTreeMap::new(), period, None, 60 * MIN);
+        assert_eq!(r.agents.iter().map(|a| (a.agent, a.assigned)).collect::<Vec<_>>(), [(10, 1), (11, 1)]);
     }
 
     #[test]

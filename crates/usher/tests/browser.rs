@@ -369,10 +369,14 @@ async fn the_widget_sends_a_message_and_shows_the_agents_answer_live() {
 
 impl Browser {
     async fn sign_in(&self, base: &str, email: &str) {
+        self.sign_in_with(base, email, PASSWORD).await;
+    }
+
+    async fn sign_in_with(&self, base: &str, email: &str, password: &str) {
         self.goto(&format!("{base}/console")).await;
         // By keyboard: the e-mail, Tab to the password, Enter to sign in.
         self.type_into("#login-email", &format!("{email}\u{E004}")).await;
-        let keys: Vec<Value> = PASSWORD
+        let keys: Vec<Value> = password
             .chars()
             .map(String::from)
             .chain(["\u{E007}".to_string()])
@@ -760,10 +764,7 @@ async fn screenshots_of_the_demo_for_the_readme() {
         std::fs::write(out.join(format!("{name}.png")), base64(png.as_str().unwrap())).unwrap();
     }
     let m = Browser::start(1280, 800).await;
-    m.goto(&format!("{base}/console")).await;
-    m.type_into("#login-email", "admin@demo.usher").await;
-    m.type_into("#login-password", "usher-demo").await;
-    m.click("#login-submit").await;
+    m.sign_in_with(&base, "admin@demo.usher", "usher-demo").await;
     m.until("the board", "return !!document.querySelector('#board section')").await;
     save(&m, &out, "board").await;
     m.click("#nav-reports").await;
@@ -775,10 +776,7 @@ async fn screenshots_of_the_demo_for_the_readme() {
     m.until("the diagram", "const d = document.querySelector('#workflow-diagram'); return !!d && d.complete && d.naturalWidth > 0").await;
     save(&m, &out, "workflow-editor").await;
     let a = Browser::start(1280, 800).await;
-    a.goto(&format!("{base}/console")).await;
-    a.type_into("#login-email", "ana@demo.usher").await;
-    a.type_into("#login-password", "usher-demo").await;
-    a.click("#login-submit").await;
+    a.sign_in_with(&base, "ana@demo.usher", "usher-demo").await;
     a.until("the inbox", "return !!document.querySelector('#mine li')").await;
     save(&a, &out, "inbox").await;
     if a.script("return !!document.querySelector('button[data-open]')").await == json!(true) {

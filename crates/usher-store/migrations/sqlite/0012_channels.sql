@@ -39,3 +39,5 @@ CREATE TABLE agent_links (
 CREATE INDEX agent_links_agent ON agent_links (agent_id);
 ALTER TABLE agents ADD COLUMN link_gone_at BIGINT;
 ALTER TABLE agents ADD COLUMN away_from TEXT;
+-- The presence sweep looks for agents whose last link went, every second.
+CREATE INDEX agents_link_gone ON agents (link_gone_at);
