@@ -520,8 +520,12 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
                 .until("the conversation to pick", &format!("return !!document.querySelector('{join}')"))
                 .await;
         }
-        let press = format!("document.querySelector('{join}').click(); return true;");
-        let (_, _) = tokio::join!(a.script(&press), b.script(&press));
+        // Found and pressed in one turn of the page's script, so a live re-render between
+        // finding and pressing cannot lose the press.
+        let press = format!(
+            "const j = document.querySelector('{join}'); if (!j) return false; j.click(); return true;"
+        );
+        tokio::join!(a.until("Ana's press", &press), b.until("Bob's press", &press));
         let won = "return !!document.querySelector('#conversation')";
         let lost = "return !!document.querySelector('#claim-result') && document.querySelector('#claim-result').textContent.includes('Someone else')";
         let settled = format!("return ({}) || ({})", &won[7..], &lost[7..]);
@@ -539,14 +543,14 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         let (winner, other) = if a_won { (&a, bob) } else { (&b, ana) };
         winner
             .until(
-                "the transfer list",
-                &format!("return !!document.querySelector('#transfer-to option[value=\"agent:{other}\"]')"),
+                "the transfer, chosen and sent",
+                &format!(
+                    "const s = document.querySelector('#transfer-to'); const go = document.querySelector('#transfer');\
+                     if (!s || !go || ![...s.options].some(o => o.value === 'agent:{other}')) return false;\
+                     s.value = 'agent:{other}'; go.click(); return true;"
+                ),
             )
             .await;
-        winner
-            .script(&format!("document.querySelector('#transfer-to').value = 'agent:{other}'; return true;"))
-            .await;
-        winner.click("#transfer").await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while api(&http, &base, Method::GET, &format!("/v1/conversations/{}", pick["id"]), json!(null)).await
             ["assignee"]
