@@ -14,10 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use usher_core::calendar::{Calendar, CalendarSpec};
 use usher_core::decide::Outcome;
 use usher_core::model::{AgentId, Channel, ConversationId, Priority, TeamId, Timestamp};
-use usher_core::request::{
-    AssignRequest, Otherwise, Requirements, Rules, SkillRequirement, Target, WhenNobody,
-};
-use usher_workflow::document::{Assign, Nobody};
+use usher_core::request::AssignRequest;
+use usher_workflow::document::Assign;
 use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, TraceLine, Until};
 use usher_workflow::{Directory, Problem, Workflow};
 
@@ -667,7 +665,7 @@ impl Store {
     }
 }
 
-/// The routing core's request for a workflow's assign step.
+/// The routing core's request for a workflow's assign step (see [`Assign::request`]).
 pub(crate) fn assign_request(
     a: &Assign,
     conversation: ConversationId,
@@ -677,47 +675,6 @@ pub(crate) fn assign_request(
     previous_agent: Option<i64>,
     now: Millis,
 ) -> Result<AssignRequest, StoreError> {
-    let team = a.team.map(TeamId);
-    let when_nobody =
-        if a.when_nobody == Nobody::Queue { WhenNobody::Queue } else { WhenNobody::LeaveUnassigned };
-    let target = match (a.agent, team) {
-        (Some(agent), Some(team)) => {
-            Target::Agent { agent: AgentId(agent), otherwise: Otherwise::Team { team, strategy: a.strategy } }
-        }
-        (Some(agent), None) => Target::Agent {
-            agent: AgentId(agent),
-            otherwise: if when_nobody == WhenNobody::Queue {
-                Otherwise::WaitForAgent
-            } else {
-                Otherwise::LeaveUnassigned
-            },
-        },
-        (None, Some(team)) => Target::Team { team, strategy: a.strategy },
-        (None, None) => {
-            return Err(StoreError::invalid("no_target", "the assign step names no team or agent"))
-        }
-    };
-    Ok(AssignRequest {
-        conversation,
-        channel,
-        priority,
-        arrived_at: Timestamp(now),
-        target,
-        previous_agent: if a.prefer_previous_agent { previous_agent.map(AgentId) } else { None },
-        requirements: Requirements {
-            skills: a
-                .skills
-                .iter()
-                .map(|(name, min_level)| SkillRequirement { name: name.clone(), min_level: *min_level })
-                .collect(),
-            language: if a.match_language { language } else { None },
-        },
-        rules: Rules {
-            only_online: a.only_online,
-            include_busy: a.include_busy,
-            cap: a.cap,
-            ..Rules::default()
-        },
-        when_nobody,
-    })
+    a.request(conversation, channel, priority, language, previous_agent.map(AgentId), Timestamp(now))
+        .ok_or_else(|| StoreError::invalid("no_target", "the assign step names no team or agent"))
 }

@@ -18,7 +18,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use usher_core::model::{Channel, Priority, Strategy};
+use usher_core::model::{AgentId, Channel, ConversationId, Priority, Strategy, TeamId, Timestamp};
+use usher_core::request::{
+    AssignRequest, Otherwise, Requirements, Rules, SkillRequirement, Target, WhenNobody,
+};
 
 /// A workflow document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +287,64 @@ pub struct Assign {
     /// unassigned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+impl Assign {
+    /// The routing core's request for this step: the server's run worker, its dry run and
+    /// the simulator all route with it. `None` when the step names no team and no agent
+    /// (validation refuses such a step).
+    pub fn request(
+        &self,
+        conversation: ConversationId,
+        channel: Channel,
+        priority: Priority,
+        language: Option<String>,
+        previous_agent: Option<AgentId>,
+        now: Timestamp,
+    ) -> Option<AssignRequest> {
+        let team = self.team.map(TeamId);
+        let when_nobody =
+            if self.when_nobody == Nobody::Queue { WhenNobody::Queue } else { WhenNobody::LeaveUnassigned };
+        let target = match (self.agent, team) {
+            (Some(agent), Some(team)) => Target::Agent {
+                agent: AgentId(agent),
+                otherwise: Otherwise::Team { team, strategy: self.strategy },
+            },
+            (Some(agent), None) => Target::Agent {
+                agent: AgentId(agent),
+                otherwise: if when_nobody == WhenNobody::Queue {
+                    Otherwise::WaitForAgent
+                } else {
+                    Otherwise::LeaveUnassigned
+                },
+            },
+            (None, Some(team)) => Target::Team { team, strategy: self.strategy },
+            (None, None) => return None,
+        };
+        Some(AssignRequest {
+            conversation,
+            channel,
+            priority,
+            arrived_at: now,
+            target,
+            previous_agent: if self.prefer_previous_agent { previous_agent } else { None },
+            requirements: Requirements {
+                skills: self
+                    .skills
+                    .iter()
+                    .map(|(name, min_level)| SkillRequirement { name: name.clone(), min_level: *min_level })
+                    .collect(),
+                language: if self.match_language { language } else { None },
+            },
+            rules: Rules {
+                only_online: self.only_online,
+                include_busy: self.include_busy,
+                cap: self.cap,
+                ..Rules::default()
+            },
+            when_nobody,
+        })
+    }
 }
 
 /// What an assign step does when nobody can take the conversation now.
