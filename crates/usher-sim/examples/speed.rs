@@ -12,18 +12,14 @@ fn main() {
         rate_per_hour: vec![per_minute * 60.0],
         hours: n / (per_minute * 60.0),
         handle: usher_sim::model::Dist::Exponential { mean_seconds: 60.0 },
-        patience: None,
         agents,
-        max_open: 1,
-        slowdown: 0.0,
-        weights: vec![],
-        target_seconds: 20.0,
-        service_goal: 0.8,
         default_handle_seconds: 60,
         seed,
+        ..usher_sim::model::Setup::default()
     };
     let started = std::time::Instant::now();
-    let r = usher_sim::compare(&setup, &[usher_core::model::Strategy::LeastOpen], false, |_| {});
+    let r = usher_sim::compare(&setup, None, &[Some(usher_core::model::Strategy::LeastOpen)], false, |_| {})
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
     let o = &r.strategies[0].outcome;
     println!(

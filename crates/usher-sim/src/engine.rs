@@ -1,175 +1,560 @@
 //! The simulation: the routing core's in-memory workspace (`usher_core::memory`, the very
 //! decide, queue and drain the server runs) driven in virtual time by a discrete-event loop.
 //!
-//! Events, in time order (ties by the order they were made): an arrival opens a conversation
-//! and routes it; an assigned conversation ends after its handling time and frees its agent,
-//! which drains the queue; a waiting conversation whose customer runs out of patience leaves
-//! the queue. Handling slows down as an agent holds more at once (`slowdown` per extra
-//! conversation). The queue's wait estimate is taken as each conversation starts waiting,
-//! exactly as the server computes it (releases over the last 15 minutes), and compared with
-//! the wait that followed.
+//! Events, in time order (ties by the order they were made): an arrival is routed (by the
+//! workflow that applies to it, through the workflow engine and its assign step's request, or
+//! to its team) and opened; an assigned conversation ends after its handling time and frees
+//! its agent, which drains the queues; a waiting conversation whose customer runs out of
+//! patience leaves; an agent's presence changes with its shifts and breaks (going online
+//! drains the queues; going offline, it finishes what it holds and takes nothing new); a
+//! new day starts the daily limits again and drains the queues.
+//! Handling slows down as an agent holds more at once (`slowdown` per extra conversation).
+//! A conversation assigned to an agent who is away (a team that does not route to online
+//! agents only) is answered when the agent is back. The queue's wait estimate is taken as each
+//! conversation starts waiting, exactly as the server computes it (releases over the last 15
+//! minutes), and compared with the wait that followed.
 
-use crate::model::{Dist, Setup};
+use crate::desk::Desk;
+use crate::model::{pick, Setup};
 use crate::report::{Outcome, Tally};
 use crate::rng::Rng;
+use crate::trace::{Arrival, Trace};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use usher_core::decide::Outcome as Decided;
 use usher_core::memory::Workspace;
-use usher_core::model::{Agent, AgentId, ConversationId, Day, Strategy, Team, TeamId, Timestamp};
-use usher_core::queue::{estimate_wait, Throughput};
-use usher_core::request::AssignRequest;
+use usher_core::model::{AgentId, ConversationId, Day, Presence, Priority, Strategy, Team, Timestamp};
+use usher_core::queue::{estimate_wait, QueueKey, Throughput};
+use usher_core::request::{AssignRequest, Otherwise, Requirements, SkillRequirement, Target, WhenNobody};
 use usher_core::{Context, Snapshot};
+use usher_workflow::document::{Assign, Step, Trigger};
+use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, Until};
 
 /// The releases window the server's estimate uses.
 const WINDOW_MILLIS: i64 = 900_000;
-const TEAM: TeamId = TeamId(1);
+/// After the last arrival, shifts go on for a week at most to serve who still waits.
+const AFTER_MILLIS: i64 = 7 * 86_400_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Arrival,
     Done(i64),
     Abandon(i64),
+    Presence(usize),
+    /// A new day: daily limits start again, so the queues are drained.
+    Midnight,
 }
 
-/// What happened to a conversation that is still in the system.
+/// A conversation still in the system.
 #[derive(Debug, Clone, Copy)]
 struct Live {
     arrived: i64,
     handle: f64,
     estimate: Option<u64>,
-    agent: Option<AgentId>,
+    team: Option<usize>,
+    agent: Option<usize>,
     started: Option<i64>,
-}
-
-/// Draws from a distribution, in milliseconds.
-fn draw(rng: &mut Rng, d: &Dist) -> f64 {
-    match d {
-        Dist::Exponential { mean_seconds } => rng.exponential(*mean_seconds) * 1000.0,
-        Dist::LogNormal { median_seconds, sigma } => median_seconds * (sigma * rng.normal()).exp() * 1000.0,
-        Dist::Fixed { seconds } => seconds * 1000.0,
-    }
 }
 
 fn context(now: i64) -> Context {
     Context { now: Timestamp(now), today: Day(now.div_euclid(86_400_000) as i32) }
 }
 
-/// Runs `setup` with `strategy` and `agents` agents; `progress` hears the share done.
-pub fn run(setup: &Setup, strategy: Strategy, agents: u32, mut progress: impl FnMut(f64)) -> Outcome {
-    let mut rng = Rng::new(setup.seed);
-    let members: Vec<Agent> = (1..=agents)
-        .map(|i| {
-            let mut a = Agent::new(AgentId(i64::from(i)), setup.max_open);
-            a.teams = vec![TEAM];
-            a.weight = setup.weights.get(i as usize - 1).copied().unwrap_or(1);
-            a
-        })
-        .collect();
-    let team = Team::new(TEAM, strategy);
-    let Ok(snapshot) = Snapshot::new(members, vec![team]) else {
-        return Outcome::default();
-    };
-    let mut ws = Workspace::new(snapshot);
-    let end = (setup.hours * 3_600_000.0) as i64;
-    let mut events: BinaryHeap<Reverse<(i64, u64, Kind)>> = BinaryHeap::new();
-    let mut made = 0u64;
-    let mut push = |events: &mut BinaryHeap<Reverse<(i64, u64, Kind)>>, at: i64, kind: Kind| {
-        made += 1;
-        events.push(Reverse((at, made, kind)));
-    };
-    let first = setup.next_arrival(&mut rng, 0.0);
-    if let Some(t) = first {
-        push(&mut events, t as i64, Kind::Arrival);
+/// One run's result: the whole desk, and each team.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    /// The whole desk.
+    pub outcome: Outcome,
+    /// Each team (by the desk's order), when there are several.
+    pub teams: Vec<Outcome>,
+}
+
+/// Where a workflow's walk ended: the assign step reached, or none (the run ended first).
+type Walked = Option<Box<Assign>>;
+/// What a walk depends on: the workflow, the channel, the language, the priority and the
+/// answers chosen.
+type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>);
+
+struct Sim<'a> {
+    setup: &'a Setup,
+    desk: &'a Desk,
+    plan: Option<Strategy>,
+    rng: Rng,
+    ws: Workspace,
+    events: BinaryHeap<Reverse<(i64, u64, Kind)>>,
+    made: u64,
+    live: BTreeMap<i64, Live>,
+    index: HashMap<AgentId, usize>,
+    away: Vec<bool>,
+    pending: Vec<Vec<i64>>,
+    releases: Vec<VecDeque<i64>>,
+    timelines: Vec<(usize, Vec<(i64, Presence)>)>,
+    slots: Vec<u32>,
+    walks: HashMap<WalkKey, Walked>,
+    whole: Tally,
+    teams: Vec<Tally>,
+    end: i64,
+}
+
+impl Sim<'_> {
+    fn push(&mut self, at: i64, kind: Kind) {
+        self.made += 1;
+        self.events.push(Reverse((at, self.made, kind)));
     }
-    let mut next_id = 0i64;
-    let mut live: BTreeMap<i64, Live> = BTreeMap::new();
-    let mut releases: VecDeque<i64> = VecDeque::new();
-    let mut tally = Tally::new(agents as usize, setup.target_seconds);
-    let mut last_progress = 0.0;
-    // Starts a conversation's handling: its agent holds `holding` conversations.
-    let start = |c: &mut Live, agent: AgentId, now: i64, holding: u32| {
-        c.agent = Some(agent);
+
+    fn tallies(&mut self, team: Option<usize>, mut f: impl FnMut(&mut Tally)) {
+        f(&mut self.whole);
+        if let Some(t) = team.and_then(|t| self.teams.get_mut(t)) {
+            f(t);
+        }
+    }
+
+    /// A synthetic arrival at `at`, drawn from the mix.
+    fn draw(&mut self, at: i64) -> Arrival {
+        let m = &self.setup.mix;
+        let channel =
+            pick(&mut self.rng, &m.channels).copied().unwrap_or(usher_core::model::Channel::WebChat);
+        let language = pick(&mut self.rng, &m.languages).cloned();
+        let priority = pick(&mut self.rng, &m.priorities).copied().unwrap_or_default();
+        let mut skills = Vec::new();
+        for (name, p) in &m.skills {
+            if self.rng.unit() < *p {
+                skills.push(SkillRequirement { name: name.clone(), min_level: 1 });
+            }
+        }
+        Arrival {
+            at,
+            channel,
+            language,
+            skills,
+            priority,
+            handle_millis: None,
+            team: None,
+            patience_millis: None,
+        }
+    }
+
+    /// Runs the workflow from its start for a contact who answers its questions with
+    /// `answers` (one choice per field of the setup's `answers`), to the assign step it
+    /// reaches.
+    fn walk(&self, wi: usize, a: &Arrival, answers: &[u16]) -> Walked {
+        let w = self.setup.workflows.get(wi)?;
+        let mut facts = Facts {
+            language: a.language.clone(),
+            channel: Some(a.channel),
+            priority: a.priority,
+            ..Facts::default()
+        };
+        let mut run = Run::new();
+        let mut input = Input::Start;
+        let mut now = Timestamp(0);
+        for _ in 0..64 {
+            let adv = advance(w, &run, &input, &facts, now).ok()?;
+            for e in &adv.effects {
+                match e {
+                    Effect::Assign { settings, .. } => return Some(settings.clone()),
+                    Effect::SaveField { field, value } => {
+                        facts.fields.insert(field.clone(), value.clone());
+                    }
+                    Effect::UpdateContact { add_tags, remove_tags, fields, priority } => {
+                        facts.tags.extend(add_tags.iter().cloned());
+                        facts.tags.retain(|t| !remove_tags.contains(t));
+                        facts.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        if let Some(p) = priority {
+                            facts.priority = *p;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            input = match &adv.run.status {
+                RunStatus::Waiting { step, until: Until::Answer { .. } } => {
+                    let Some(Step::Ask(ask)) = w.steps.get(step) else { return None };
+                    let chosen = self
+                        .setup
+                        .answers
+                        .iter()
+                        .position(|(field, _)| *field == ask.save_to)
+                        .and_then(|i| self.setup.answers.values().nth(i).zip(answers.get(i)))
+                        .and_then(|(shares, k)| shares.keys().nth(usize::from(*k)).cloned());
+                    let text = chosen.or_else(|| ask.options.first().cloned()).unwrap_or_else(|| "ok".into());
+                    Input::Message { text }
+                }
+                RunStatus::Waiting { until: Until::Time { at }, .. } => {
+                    now = *at;
+                    Input::Timer
+                }
+                _ => return None,
+            };
+            run = adv.run;
+        }
+        None
+    }
+
+    /// The routing core's request for an arrival, and the team it is counted in.
+    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<(AssignRequest, Option<usize>)> {
+        let now = Timestamp(a.at);
+        let conversation = ConversationId(id);
+        let wi = self.setup.workflows.iter().position(|w| {
+            w.trigger == Trigger::ConversationOpened
+                && (w.channels.is_empty() || w.channels.contains(&a.channel))
+        });
+        let mut request = match wi {
+            Some(wi) if a.team.is_none() => {
+                let key = (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec());
+                let settings = match self.walks.get(&key) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = self.walk(wi, a, answers);
+                        self.walks.insert(key, s.clone());
+                        s
+                    }
+                }?;
+                let mut r =
+                    settings.request(conversation, a.channel, a.priority, a.language.clone(), None, now)?;
+                if self.plan.is_some() {
+                    // The strategies compared replace the steps' own as well as the teams'.
+                    match &mut r.target {
+                        Target::Team { strategy, .. }
+                        | Target::Agent { otherwise: Otherwise::Team { strategy, .. }, .. } => {
+                            *strategy = None
+                        }
+                        Target::Agent { .. } => {}
+                    }
+                }
+                r
+            }
+            _ => {
+                let team = match &a.team {
+                    Some(name) => self.desk.teams.iter().position(|t| &t.name == name).unwrap_or(0),
+                    None => self
+                        .desk
+                        .teams
+                        .iter()
+                        .position(|t| t.channels.is_empty() || t.channels.contains(&a.channel))
+                        .unwrap_or(0),
+                };
+                let t = self.desk.teams.get(team)?;
+                let mut r = AssignRequest::to_team(conversation, t.id, now);
+                r.channel = a.channel;
+                r.priority = a.priority;
+                r.when_nobody = WhenNobody::Queue;
+                r.requirements = Requirements {
+                    skills: vec![],
+                    language: a.language.clone().filter(|_| t.match_language),
+                };
+                r
+            }
+        };
+        for need in &a.skills {
+            match request.requirements.skills.iter_mut().find(|s| s.name == need.name) {
+                Some(s) => s.min_level = s.min_level.max(need.min_level),
+                None => request.requirements.skills.push(need.clone()),
+            }
+        }
+        let team = request.team().and_then(|id| self.desk.teams.iter().position(|t| t.id == id));
+        Some((request, team))
+    }
+
+    /// The conversation goes to `agent` now: answered at once, or when the agent is back.
+    fn take(&mut self, id: i64, agent: AgentId, now: i64) {
+        let Some(&ai) = self.index.get(&agent) else { return };
+        let Some(c) = self.live.get_mut(&id) else { return };
+        c.agent = Some(ai);
+        if self.away[ai] {
+            self.pending[ai].push(id);
+        } else {
+            self.start(id, ai, now);
+        }
+    }
+
+    fn start(&mut self, id: i64, ai: usize, now: i64) {
+        let holding = self.ws.snapshot.agents().get(ai).map_or(1, |a| a.open);
+        let slowdown = self.desk.agents.get(ai).map_or(0.0, |a| a.slowdown);
+        let Some(c) = self.live.get_mut(&id) else { return };
         c.started = Some(now);
-        let slowed = c.handle * (1.0 + setup.slowdown * f64::from(holding.saturating_sub(1)));
-        now + slowed.max(1.0) as i64
-    };
-    while let Some(Reverse((now, _, kind))) = events.pop() {
+        let c = *c;
+        let slowed = c.handle * (1.0 + slowdown * f64::from(holding.saturating_sub(1)));
+        self.tallies(c.team, |t| t.answered(now - c.arrived, ai, c.estimate));
+        self.push(now + slowed.max(1.0) as i64, Kind::Done(id));
+    }
+
+    fn drained(&mut self, drained: Vec<usher_core::queue::Drained>, now: i64) {
+        for d in drained {
+            self.take(d.conversation.0, d.agent, now);
+        }
+    }
+
+    fn arrive(&mut self, id: i64, a: Arrival) {
+        let now = a.at;
         let ctx = context(now);
-        match kind {
-            Kind::Arrival => {
-                if let Some(t) = setup.next_arrival(&mut rng, now as f64) {
-                    if (t as i64) < end {
-                        push(&mut events, t as i64, Kind::Arrival);
+        let handle = match a.handle_millis {
+            Some(h) => h,
+            None => self.setup.handle_for(a.channel).draw_millis(&mut self.rng),
+        };
+        let patience = match (a.patience_millis, &self.setup.patience) {
+            (Some(p), _) => Some(p),
+            (None, Some(d)) => Some(d.draw_millis(&mut self.rng)),
+            (None, None) => None,
+        };
+        let mut answers = Vec::new();
+        if !self.setup.workflows.is_empty() {
+            for shares in self.setup.answers.values() {
+                let chosen = pick(&mut self.rng, shares);
+                answers.push(chosen.and_then(|c| shares.keys().position(|k| k == c)).unwrap_or(0) as u16);
+            }
+        }
+        let Some((request, team)) = self.request(id, &a, &answers) else {
+            self.tallies(None, |t| {
+                t.arrived();
+                t.unassigned();
+            });
+            return;
+        };
+        self.tallies(team, Tally::arrived);
+        let Ok(decision) = self.ws.open(request, ctx) else {
+            self.tallies(team, Tally::unassigned);
+            return;
+        };
+        self.live.insert(id, Live { arrived: now, handle, estimate: None, team, agent: None, started: None });
+        match decision.outcome {
+            Decided::Assigned(agent) => self.take(id, agent, now),
+            Decided::Queued { .. } => {
+                if let Some(ti) = team {
+                    let key = QueueKey::Team(self.desk.teams[ti].id);
+                    let releases = &mut self.releases[ti];
+                    while releases.front().is_some_and(|r| *r < now - WINDOW_MILLIS) {
+                        releases.pop_front();
                     }
-                }
-                next_id += 1;
-                let id = next_id;
-                let handle = draw(&mut rng, &setup.handle);
-                let patience = setup.patience.as_ref().map(|p| draw(&mut rng, p));
-                let request = AssignRequest::to_team(ConversationId(id), TEAM, Timestamp(now));
-                let Ok(decision) = ws.open(request, ctx) else { continue };
-                let mut c = Live { arrived: now, handle, estimate: None, agent: None, started: None };
-                match decision.outcome {
-                    Decided::Assigned(agent) => {
-                        let holding = ws.snapshot.agent(agent).map_or(1, |a| a.open);
-                        let done = start(&mut c, agent, now, holding);
-                        tally.answered(0, agent, None);
-                        push(&mut events, done, Kind::Done(id));
-                    }
-                    Decided::Queued { .. } => {
-                        while releases.front().is_some_and(|r| *r < now - WINDOW_MILLIS) {
-                            releases.pop_front();
-                        }
-                        let position = ws.queue(usher_core::queue::QueueKey::Team(TEAM)).len() as u32;
-                        let throughput = Throughput {
-                            releases: releases.len() as u32,
-                            window_seconds: (WINDOW_MILLIS / 1000) as u32,
-                            serving_slots: agents * setup.max_open,
-                            default_handle_seconds: setup.default_handle_seconds,
-                        };
+                    let slots = self.slots[ti];
+                    let throughput = Throughput {
+                        releases: releases.len() as u32,
+                        window_seconds: (WINDOW_MILLIS / 1000) as u32,
+                        serving_slots: slots,
+                        default_handle_seconds: self.setup.default_handle_seconds,
+                    };
+                    let position = self.ws.queue(key).len() as u32;
+                    if let Some(c) = self.live.get_mut(&id) {
                         c.estimate = estimate_wait(position, throughput);
-                        if let Some(p) = patience {
-                            push(&mut events, now + p as i64, Kind::Abandon(id));
-                        }
                     }
-                    Decided::Unassigned => {}
                 }
-                live.insert(id, c);
-            }
-            Kind::Done(id) => {
-                let Some(c) = live.remove(&id) else { continue };
-                if let (Some(agent), Some(started)) = (c.agent, c.started) {
-                    tally.busy(agent, now - started);
-                }
-                releases.push_back(now);
-                let Ok(drained) = ws.close(ConversationId(id), ctx) else { continue };
-                ws.forget(ConversationId(id));
-                for d in drained {
-                    let Some(w) = live.get_mut(&d.conversation.0) else { continue };
-                    let holding = ws.snapshot.agent(d.agent).map_or(1, |a| a.open);
-                    let done = start(w, d.agent, now, holding);
-                    let waited = now - w.arrived;
-                    let estimate = w.estimate;
-                    tally.answered(waited, d.agent, estimate);
-                    push(&mut events, done, Kind::Done(d.conversation.0));
+                if let Some(p) = patience {
+                    self.push(now + p as i64, Kind::Abandon(id));
                 }
             }
-            Kind::Abandon(id) => {
-                let waiting = live.get(&id).is_some_and(|c| c.agent.is_none());
-                if !waiting {
-                    continue;
-                }
-                if let Some(c) = live.remove(&id) {
-                    tally.abandoned(now - c.arrived);
-                }
-                if ws.close(ConversationId(id), ctx).is_ok() {
-                    ws.forget(ConversationId(id));
+            Decided::Unassigned => {
+                self.live.remove(&id);
+                self.tallies(team, Tally::unassigned);
+                if self.ws.close(ConversationId(id), ctx).is_ok() {
+                    self.ws.forget(ConversationId(id));
                 }
             }
         }
-        tally.queue_at(now, ws.queue(usher_core::queue::QueueKey::Team(TEAM)).len());
+    }
+
+    fn done(&mut self, id: i64, now: i64) {
+        let Some(c) = self.live.remove(&id) else { return };
+        if let (Some(ai), Some(started)) = (c.agent, c.started) {
+            // Occupancy is of the simulated period: handling after its end is not counted.
+            let (from, to) = (started.min(self.end), now.min(self.end));
+            self.tallies(c.team, |t| t.busy(ai, to - from));
+        }
+        if let Some(r) = c.team.and_then(|t| self.releases.get_mut(t)) {
+            r.push_back(now);
+        }
+        let Ok(drained) = self.ws.close(ConversationId(id), context(now)) else { return };
+        self.ws.forget(ConversationId(id));
+        self.drained(drained, now);
+    }
+
+    fn abandon(&mut self, id: i64, now: i64) {
+        if self.live.get(&id).is_none_or(|c| c.started.is_some()) {
+            return;
+        }
+        let Some(c) = self.live.remove(&id) else { return };
+        if let Some(ai) = c.agent {
+            self.pending[ai].retain(|x| *x != id);
+        }
+        self.tallies(c.team, |t| t.abandoned(now - c.arrived));
+        if let Ok(drained) = self.ws.close(ConversationId(id), context(now)) {
+            self.ws.forget(ConversationId(id));
+            self.drained(drained, now);
+        }
+    }
+
+    fn presence(&mut self, ai: usize, now: i64) {
+        let (cursor, changes) = &mut self.timelines[ai];
+        let Some(&(_, p)) = changes.get(*cursor) else { return };
+        *cursor += 1;
+        let next = changes.get(*cursor).map(|c| c.0);
+        self.away[ai] = p == Presence::Away;
+        let id = self.desk.agents[ai].agent.id;
+        if let Ok(drained) = self.ws.set_presence(id, p, context(now)) {
+            self.drained(drained, now);
+        }
+        if !self.away[ai] && p != Presence::Offline {
+            for waiting in std::mem::take(&mut self.pending[ai]) {
+                self.start(waiting, ai, now);
+            }
+        }
+        if let Some(t) = next {
+            self.push(t, Kind::Presence(ai));
+        }
+    }
+
+    fn queue_lengths(&mut self, now: i64) {
+        let total: usize = self.ws.queues().map(|(_, q)| q.len()).sum();
+        self.whole.queue_at(now, total);
+        for (ti, t) in self.desk.teams.iter().enumerate() {
+            let n = self.ws.queue(QueueKey::Team(t.id)).len();
+            if let Some(tally) = self.teams.get_mut(ti) {
+                tally.queue_at(now, n);
+            }
+        }
+    }
+}
+
+/// Runs `setup` on its desk, with every team's strategy replaced by `plan` (none: as
+/// configured), arrivals from `trace` or drawn; `progress` hears the share done.
+pub fn run(
+    setup: &Setup,
+    desk: &Desk,
+    trace: Option<&Trace>,
+    plan: Option<Strategy>,
+    mut progress: impl FnMut(f64),
+) -> RunOutcome {
+    // A trace covers `hours`, or with none the days up to the midnight after its last
+    // arrival.
+    let end = match trace {
+        Some(t) if setup.hours <= 0.0 => (t.span_millis().div_euclid(86_400_000) + 1) * 86_400_000,
+        _ => (setup.hours * 3_600_000.0) as i64,
+    };
+    let n = desk.agents.len();
+    let mut timelines = Vec::with_capacity(n);
+    let mut members = desk.agents.iter().map(|a| a.agent.clone()).collect::<Vec<_>>();
+    let mut capacity = vec![0.0f64; n];
+    for (ai, m) in members.iter_mut().enumerate() {
+        let (initial, changes) = desk.timeline(setup, ai, end + AFTER_MILLIS);
+        m.presence = initial;
+        // Capacity staffed before the end: slots × time not offline.
+        let mut on = 0i64;
+        let (mut at, mut p) = (0i64, initial);
+        for (t, q) in changes.iter().chain(std::iter::once(&(end, Presence::Offline))) {
+            let t = (*t).min(end);
+            if p != Presence::Offline && t > at {
+                on += t - at;
+            }
+            at = at.max(t);
+            p = *q;
+        }
+        capacity[ai] = f64::from(m.max_open) * on as f64;
+        timelines.push((0usize, changes));
+    }
+    let teams: Vec<Team> = desk
+        .teams
+        .iter()
+        .map(|t| {
+            let mut team = Team::new(t.id, plan.unwrap_or(t.strategy));
+            team.only_online = t.only_online;
+            team
+        })
+        .collect();
+    let away: Vec<bool> = members.iter().map(|m| m.presence == Presence::Away).collect();
+    let Ok(snapshot) = Snapshot::new(members, teams) else {
+        return RunOutcome::default();
+    };
+    let team_members: Vec<Vec<usize>> =
+        desk.teams.iter().map(|t| (0..n).filter(|i| desk.agents[*i].agent.in_team(t.id)).collect()).collect();
+    let mut sim = Sim {
+        setup,
+        desk,
+        plan,
+        rng: Rng::new(setup.seed),
+        ws: Workspace::new(snapshot),
+        events: BinaryHeap::new(),
+        made: 0,
+        live: BTreeMap::new(),
+        index: desk.agents.iter().enumerate().map(|(i, a)| (a.agent.id, i)).collect(),
+        away,
+        pending: vec![Vec::new(); n],
+        releases: vec![VecDeque::new(); desk.teams.len()],
+        timelines,
+        slots: team_members.iter().map(|m| m.iter().map(|i| desk.agents[*i].agent.max_open).sum()).collect(),
+        walks: HashMap::new(),
+        whole: Tally::new((0..n).collect(), n, setup.target_seconds),
+        teams: team_members.iter().map(|m| Tally::new(m.clone(), n, setup.target_seconds)).collect(),
+        end,
+    };
+    for ai in 0..n {
+        if let Some(&(t, _)) = sim.timelines[ai].1.first() {
+            sim.push(t, Kind::Presence(ai));
+        }
+    }
+    if desk.agents.iter().any(|a| a.agent.daily_limit.is_some()) {
+        sim.push(86_400_000, Kind::Midnight);
+    }
+    let mut cursor = 0usize;
+    match trace {
+        Some(t) => {
+            if t.arrivals.first().is_some_and(|a| a.at < end) {
+                sim.push(t.arrivals[0].at, Kind::Arrival);
+            }
+        }
+        None => {
+            if let Some(t) = setup.next_arrival(&mut sim.rng, 0.0) {
+                if (t as i64) < end {
+                    sim.push(t as i64, Kind::Arrival);
+                }
+            }
+        }
+    }
+    let mut next_id = 0i64;
+    let mut last_progress = 0.0;
+    while let Some(Reverse((now, _, kind))) = sim.events.pop() {
+        match kind {
+            Kind::Arrival => {
+                next_id += 1;
+                let arrival = match trace {
+                    Some(t) => {
+                        let a = t.arrivals.get(cursor).cloned();
+                        cursor += 1;
+                        if let Some(next) = t.arrivals.get(cursor).filter(|a| a.at < end) {
+                            sim.push(next.at, Kind::Arrival);
+                        }
+                        a
+                    }
+                    None => {
+                        if let Some(t) = setup.next_arrival(&mut sim.rng, now as f64) {
+                            if (t as i64) < end {
+                                sim.push(t as i64, Kind::Arrival);
+                            }
+                        }
+                        Some(sim.draw(now))
+                    }
+                };
+                if let Some(a) = arrival {
+                    sim.arrive(next_id, a);
+                }
+            }
+            Kind::Done(id) => sim.done(id, now),
+            Kind::Abandon(id) => sim.abandon(id, now),
+            Kind::Presence(ai) => {
+                if now >= sim.end && sim.live.is_empty() {
+                    break;
+                }
+                sim.presence(ai, now);
+            }
+            Kind::Midnight => {
+                if let Ok(drained) = sim.ws.drain(context(now)) {
+                    sim.drained(drained, now);
+                }
+                if now < sim.end || (!sim.live.is_empty() && now < sim.end + AFTER_MILLIS) {
+                    sim.push(now + 86_400_000, Kind::Midnight);
+                }
+            }
+        }
+        sim.queue_lengths(now);
         let done = now as f64 / end.max(1) as f64;
         if done - last_progress >= 0.01 {
             last_progress = done;
@@ -177,5 +562,30 @@ pub fn run(setup: &Setup, strategy: Strategy, agents: u32, mut progress: impl Fn
         }
     }
     progress(1.0);
-    tally.finish(end, agents, setup.max_open)
+    let waiting = sim.live.values().filter(|c| c.started.is_none()).fold(
+        vec![0u64; desk.teams.len() + 1],
+        |mut v, c| {
+            v[0] += 1;
+            if let Some(t) = c.team {
+                v[t + 1] += 1;
+            }
+            v
+        },
+    );
+    let Sim { whole, teams: tallies, .. } = sim;
+    let total_capacity: f64 = capacity.iter().sum();
+    let outcome = whole.finish(end, total_capacity, waiting[0]);
+    let teams = if desk.teams.len() > 1 {
+        tallies
+            .into_iter()
+            .enumerate()
+            .map(|(ti, t)| {
+                let cap: f64 = team_members[ti].iter().map(|i| capacity[*i]).sum();
+                t.finish(end, cap, waiting[ti + 1])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    RunOutcome { outcome, teams }
 }

@@ -1,11 +1,13 @@
 //! What a run measured, and the report.
 
 use serde::Serialize;
-use usher_core::model::AgentId;
 
 /// Counting as the run goes.
 #[derive(Debug, Clone)]
 pub(crate) struct Tally {
+    members: Vec<usize>,
+    arrived: u64,
+    unassigned: u64,
     waits: Vec<i64>,
     abandoned: Vec<i64>,
     per_agent: Vec<u32>,
@@ -27,6 +29,11 @@ pub struct Outcome {
     pub answered: u64,
     /// Left while waiting.
     pub abandoned: u64,
+    /// Left unassigned (nobody could take it and the routing did not queue it, or the
+    /// workflow ended without assigning).
+    pub unassigned: u64,
+    /// Still waiting when the simulation ended (nobody on shift came to answer).
+    pub unanswered: u64,
     /// Share of those that came that left.
     pub abandonment: f64,
     /// Waiting time of the answered, seconds: mean, median, 90th and 99th percentile.
@@ -41,7 +48,8 @@ pub struct Outcome {
     pub probability_of_waiting: f64,
     /// Share of all arrivals answered within the target.
     pub service_level: f64,
-    /// Share of agent capacity (agents × max_open × time) spent handling.
+    /// Share of agent capacity (max_open × time on shift, summed over the agents) spent
+    /// handling.
     pub occupancy: f64,
     /// Mean queue length over time.
     pub mean_queue: f64,
@@ -62,7 +70,7 @@ pub struct Outcome {
     /// (the distribution for the chart).
     #[serde(skip)]
     pub histogram: Vec<u64>,
-    /// Conversations per agent.
+    /// Conversations per agent (of the team, in id order).
     #[serde(skip)]
     pub per_agent: Vec<u32>,
     /// Mean queue length in each hour of the day (0 to 23).
@@ -91,8 +99,12 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 impl Tally {
-    pub(crate) fn new(agents: usize, target_seconds: f64) -> Tally {
+    /// A tally of conversations counted for `members` (indices among `agents`).
+    pub(crate) fn new(members: Vec<usize>, agents: usize, target_seconds: f64) -> Tally {
         Tally {
+            members,
+            arrived: 0,
+            unassigned: 0,
             waits: Vec::new(),
             abandoned: Vec::new(),
             per_agent: vec![0; agents],
@@ -106,8 +118,12 @@ impl Tally {
         }
     }
 
-    fn index(agent: AgentId) -> usize {
-        usize::try_from(agent.0 - 1).unwrap_or(0)
+    pub(crate) fn arrived(&mut self) {
+        self.arrived += 1;
+    }
+
+    pub(crate) fn unassigned(&mut self) {
+        self.unassigned += 1;
     }
 
     pub(crate) fn queue_at(&mut self, now: i64, queue: usize) {
@@ -119,9 +135,9 @@ impl Tally {
         self.last_queue = queue;
     }
 
-    pub(crate) fn answered(&mut self, waited: i64, agent: AgentId, estimate: Option<u64>) {
+    pub(crate) fn answered(&mut self, waited: i64, agent: usize, estimate: Option<u64>) {
         self.waits.push(waited);
-        if let Some(n) = self.per_agent.get_mut(Self::index(agent)) {
+        if let Some(n) = self.per_agent.get_mut(agent) {
             *n += 1;
         }
         if let Some(e) = estimate {
@@ -133,17 +149,19 @@ impl Tally {
         self.abandoned.push(waited);
     }
 
-    pub(crate) fn busy(&mut self, agent: AgentId, millis: i64) {
-        if let Some(b) = self.busy.get_mut(Self::index(agent)) {
+    pub(crate) fn busy(&mut self, agent: usize, millis: i64) {
+        if let Some(b) = self.busy.get_mut(agent) {
             *b += millis;
         }
     }
 
-    pub(crate) fn finish(mut self, end: i64, agents: u32, max_open: u32) -> Outcome {
+    /// The outcome: `capacity` is the members' staffed capacity (slot-milliseconds) and
+    /// `unanswered` how many still waited at the end.
+    pub(crate) fn finish(mut self, end: i64, capacity: f64, unanswered: u64) -> Outcome {
         self.waits.sort_unstable();
         let answered = self.waits.len() as u64;
         let abandoned = self.abandoned.len() as u64;
-        let arrived = answered + abandoned;
+        let arrived = self.arrived;
         let within = self.waits.iter().filter(|w| **w <= self.target_millis).count() as u64;
         let waited = self.waits.iter().filter(|w| **w > 0).count() as u64;
         let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
@@ -151,12 +169,18 @@ impl Tally {
         for w in &self.waits {
             histogram[usize::try_from(w / 1000).unwrap_or(0).min(600)] += 1;
         }
+        let counts: Vec<u32> =
+            self.members.iter().map(|i| self.per_agent.get(*i).copied().unwrap_or(0)).collect();
+        let busy: Vec<f64> =
+            self.members.iter().map(|i| self.busy.get(*i).copied().unwrap_or(0) as f64).collect();
         let errors = &self.estimate_errors;
         let n_err = errors.len().max(1) as f64;
         Outcome {
             arrived,
             answered,
             abandoned,
+            unassigned: self.unassigned,
+            unanswered,
             abandonment: share(abandoned, arrived),
             wait_mean_seconds: if answered == 0 {
                 0.0
@@ -168,17 +192,17 @@ impl Tally {
             wait_p99_seconds: percentile(&self.waits, 0.99),
             probability_of_waiting: share(waited, answered),
             service_level: share(within, arrived),
-            occupancy: self.busy.iter().sum::<i64>() as f64
-                / (f64::from(agents) * f64::from(max_open) * end.max(1) as f64),
+            occupancy: if capacity > 0.0 { busy.iter().sum::<f64>() / capacity } else { 0.0 },
             mean_queue: self.queue_area / end.max(1) as f64,
-            per_agent_min: self.per_agent.iter().copied().min().unwrap_or(0),
-            per_agent_max: self.per_agent.iter().copied().max().unwrap_or(0),
-            gini_conversations: gini(&self.per_agent.iter().map(|n| f64::from(*n)).collect::<Vec<_>>()),
-            gini_busy_time: gini(&self.busy.iter().map(|b| *b as f64).collect::<Vec<_>>()),
-            estimate_mean_error_seconds: errors.iter().sum::<f64>() / n_err,
-            estimate_mean_absolute_error_seconds: errors.iter().map(|e| e.abs()).sum::<f64>() / n_err,
+            per_agent_min: counts.iter().copied().min().unwrap_or(0),
+            per_agent_max: counts.iter().copied().max().unwrap_or(0),
+            gini_conversations: gini(&counts.iter().map(|n| f64::from(*n)).collect::<Vec<_>>()),
+            gini_busy_time: gini(&busy),
+            // (An empty sum of floats is -0.0: no estimates print as 0.)
+            estimate_mean_error_seconds: errors.iter().fold(0.0, |a, e| a + e) / n_err,
+            estimate_mean_absolute_error_seconds: errors.iter().fold(0.0, |a, e| a + e.abs()) / n_err,
             histogram,
-            per_agent: self.per_agent,
+            per_agent: counts,
             queue_by_hour: {
                 let per_hour = end.max(1) as f64 / 24.0;
                 self.queue_area_by_hour.iter().map(|a| a / per_hour).collect()

@@ -15,16 +15,16 @@ fn mmn(agents: u32, per_minute: f64, arrivals: f64, seed: u64) -> Setup {
         rate_per_hour: vec![per_minute * 60.0],
         hours: arrivals / (per_minute * 60.0),
         handle: Dist::Exponential { mean_seconds: 60.0 },
-        patience: None,
         agents,
-        max_open: 1,
-        slowdown: 0.0,
-        weights: vec![],
-        target_seconds: 20.0,
-        service_goal: 0.8,
         default_handle_seconds: 60,
         seed,
+        ..Setup::default()
     }
+}
+
+fn compare(setup: &Setup, strategies: &[Strategy], advise: bool) -> usher_sim::Report {
+    let plans: Vec<Option<Strategy>> = strategies.iter().copied().map(Some).collect();
+    usher_sim::compare(setup, None, &plans, advise, |_| {}).unwrap()
 }
 
 /// (agents, arrivals a minute, P(wait), mean wait in minutes), handling one minute on average:
@@ -38,7 +38,7 @@ fn the_simulated_queue_matches_erlang_c_within_three_percent() {
         // Waits are correlated from one customer to the next, so the mean converges slowly:
         // three million arrivals keep the sampling error (about 1 % here) well inside 3 %.
         let setup = mmn(agents, rate, 3_000_000.0, 42);
-        let r = usher_sim::compare(&setup, &[Strategy::LeastOpen], false, |_| {});
+        let r = compare(&setup, &[Strategy::LeastOpen], false);
         let o = &r.strategies[0].outcome;
         let wait = o.wait_mean_seconds / 60.0;
         assert!(
@@ -65,13 +65,7 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     setup.max_open = 2;
     setup.slowdown = 0.3;
     let run = |s: &Setup| {
-        serde_json::to_string(&usher_sim::compare(
-            s,
-            &[Strategy::RoundRobin, Strategy::LeastOpen],
-            true,
-            |_| {},
-        ))
-        .unwrap()
+        serde_json::to_string(&compare(s, &[Strategy::RoundRobin, Strategy::LeastOpen], true)).unwrap()
     };
     let (a, b) = (run(&setup), run(&setup));
     assert_eq!(a, b);
@@ -83,10 +77,11 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
 fn impatient_customers_leave_and_everyone_is_counted_once() {
     let mut setup = mmn(3, 4.0, 30_000.0, 3);
     setup.patience = Some(Dist::Exponential { mean_seconds: 30.0 });
-    let r = usher_sim::compare(&setup, &[Strategy::RoundRobin], false, |_| {});
+    let r = compare(&setup, &[Strategy::RoundRobin], false);
     let o = &r.strategies[0].outcome;
     assert!(o.abandonment > 0.2, "overloaded with impatient customers: {}", o.abandonment);
-    assert_eq!(o.answered + o.abandoned, o.arrived);
+    assert_eq!(o.answered + o.abandoned + o.unassigned + o.unanswered, o.arrived);
+    assert_eq!((o.unassigned, o.unanswered), (0, 0));
     assert!(o.occupancy > 0.75 && o.occupancy <= 1.0, "agents are kept busy: {}", o.occupancy);
 }
 
@@ -94,7 +89,7 @@ fn impatient_customers_leave_and_everyone_is_counted_once() {
 fn the_staffing_advice_meets_the_goal_and_one_fewer_does_not() {
     // 10 conversations a minute of a minute each: 10 Erlangs.
     let setup = mmn(14, 10.0, 60_000.0, 5);
-    let r = usher_sim::compare(&setup, &[Strategy::LeastOpen], true, |_| {});
+    let r = compare(&setup, &[Strategy::LeastOpen], true);
     let s = r.staffing.unwrap();
     assert!(s.simulated_service_level >= s.goal, "{s:?}");
     assert!(s.simulated_service_level_one_fewer < s.goal, "{s:?}");
@@ -109,7 +104,7 @@ fn weights_share_the_work_when_agents_are_free_to_take_it() {
     let mut setup = mmn(4, 1.2, 60_000.0, 11);
     setup.max_open = 10;
     setup.weights = vec![3, 1, 1, 1];
-    let r = usher_sim::compare(&setup, &[Strategy::Weighted, Strategy::RoundRobin], false, |_| {});
+    let r = compare(&setup, &[Strategy::Weighted, Strategy::RoundRobin], false);
     let share = |o: &usher_sim::report::Outcome, i: usize| f64::from(o.per_agent[i]) / o.answered as f64;
     let (weighted, rr) = (&r.strategies[0].outcome, &r.strategies[1].outcome);
     assert!((share(weighted, 0) - 0.5).abs() < 0.05, "weight 3 of 6: {}", share(weighted, 0));

@@ -105,6 +105,12 @@ impl Store {
             .collect()
     }
 
+    /// The enabled workflows' published documents, by id: what routes the workspace's
+    /// conversations (the first whose trigger fires and channels match runs).
+    pub async fn published_workflows(&self, ws: i64) -> Result<Vec<usher_workflow::Workflow>, StoreError> {
+        Ok(self.published(ws, None).await?.into_iter().map(|(_, _, doc)| doc).collect())
+    }
+
     /// The first enabled, published workflow (lowest id) whose trigger `fires` and whose
     /// channels include `channel`.
     pub(crate) async fn triggered_workflow(

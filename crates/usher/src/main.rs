@@ -171,7 +171,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
-        Command::Simulate(args) => simulate::run(&args),
+        Command::Simulate(args) => simulate::run(&args).await,
     }
 }
 

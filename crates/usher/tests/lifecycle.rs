@@ -145,3 +145,104 @@ fn simulate_is_deterministic_writes_its_report_and_refuses_a_bad_setup() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `usher simulate` on the example desk with its recorded week, and on a running
+/// workspace's own desk: imported from its database, it is run as configured (its teams,
+/// agents and published workflow), by the names the API gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_replays_a_trace_and_imports_a_workspace() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/simulation");
+    let simulate = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_usher")).arg("simulate").args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let desk = examples.join("desk.json").display().to_string();
+    let trace = examples.join("trace.csv").display().to_string();
+    let (ok, out, err) = simulate(&["--config", &desk, "--trace", &trace, "--json"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let rows = std::fs::read_to_string(&trace).unwrap().lines().count() as u64 - 1;
+    assert_eq!(report["trace_arrivals"], rows);
+    assert_eq!(report["strategies"][0]["name"], "configured", "a desk with teams runs as configured");
+    assert_eq!(report["strategies"][0]["outcome"]["arrived"], rows);
+    let teams: Vec<&str> = report["strategies"][0]["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["team"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams, ["Support", "Soporte"]);
+    // A broken trace is refused with its line.
+    let dir = temp_dir();
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "arrived_at,channel\n0,whatsapp\n5,carrier-pigeon\n").unwrap();
+    let (ok, _, err) = simulate(&["--config", &desk, "--trace", &bad.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("carrier-pigeon"), "{err}");
+
+    // A workspace: the demo's two teams, its agents and its published workflow.
+    let port = free_port();
+    let data = dir.join("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            &data.display().to_string(),
+        ])
+        .env("USHER_BOOTSTRAP_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
+    ready(&s).await;
+    let http = reqwest::Client::new();
+    let agents: Value = http
+        .get(format!("{}/v1/agents", s.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    let (ok, out, err) = simulate(&[
+        "--data",
+        &data.display().to_string(),
+        "--rate-per-hour",
+        "40",
+        "--hours",
+        "48",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let mut simulated: Vec<String> =
+        report["agents"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    simulated.sort();
+    assert_eq!(simulated, names, "the workspace's agents");
+    assert!(!report["setup"]["workflows"].as_array().unwrap().is_empty(), "its published workflow routes");
+    let run = &report["strategies"][0];
+    assert_eq!(run["name"], "configured");
+    let teams: Vec<&str> =
+        run["teams"].as_array().unwrap().iter().map(|t| t["team"].as_str().unwrap()).collect();
+    assert_eq!(teams, ["Support", "Sales"]);
+    assert!(run["outcome"]["arrived"].as_u64().unwrap() > 1000);
+    assert!(run["outcome"]["answered"].as_u64().unwrap() > 0);
+    let (ok, _, err) = simulate(&["--data", &data.display().to_string(), "--workspace", "99"]);
+    assert!(!ok && err.contains("workspace 99"), "{err}");
+}

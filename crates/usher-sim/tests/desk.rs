@@ -1,0 +1,312 @@
+//! The simulated desk, scenario by scenario: recorded traces replayed exactly, handling per
+//! channel, shifts and breaks, online-only routing, daily limits, skills, languages, several
+//! teams and the workflows that route to them. Traces of a few arrivals make each expected
+//! wait a sum done by hand.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use usher_core::model::Strategy;
+use usher_sim::model::Setup;
+use usher_sim::report::Outcome;
+use usher_sim::trace::{parse, Trace};
+use usher_sim::Report;
+
+fn setup(v: serde_json::Value) -> Setup {
+    serde_json::from_value(v).unwrap()
+}
+
+fn replay(s: &Setup, trace: &str, plans: &[Option<Strategy>]) -> Report {
+    let t: Trace = parse(trace).unwrap();
+    let mut s = s.clone();
+    usher_sim::fill_from_trace(&mut s, &t);
+    usher_sim::compare(&s, Some(&t), plans, false, |_| {}).unwrap()
+}
+
+fn counted_once(o: &Outcome) {
+    assert_eq!(o.answered + o.abandoned + o.unassigned + o.unanswered, o.arrived, "{o:?}");
+}
+
+#[test]
+fn a_trace_is_replayed_with_its_recorded_handling_times() {
+    // One agent; arrivals at 0, 10 and 20 s, each handled for 30 s: waits 0, 20 and 40 s.
+    let s = setup(json!({ "handle": { "kind": "fixed", "seconds": 999 }, "agents": 1 }));
+    let r = replay(&s, "arrived_at,handle_seconds\n0,30\n10,30\n20,30\n", &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!((o.arrived, o.answered), (3, 3));
+    assert_eq!(o.wait_mean_seconds, 20.0);
+    assert_eq!(o.wait_p99_seconds, 40.0);
+    assert_eq!(r.trace_arrivals, Some(3));
+    assert_eq!(r.strategies[0].name, "configured");
+}
+
+#[test]
+fn handling_times_differ_by_channel() {
+    // An e-mail takes 10 minutes, a chat one: the chat behind the e-mail waits 599 s.
+    let s = setup(json!({
+        "handle": { "kind": "fixed", "seconds": 60 },
+        "handle_by_channel": { "email": { "kind": "fixed", "seconds": 600 } },
+        "agents": 1
+    }));
+    let r = replay(&s, "arrived_at,channel\n0,email\n1,web_chat\n700,web_chat\n", &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!(o.answered, 3);
+    assert!((o.wait_mean_seconds - 599.0 / 3.0).abs() < 1e-9, "{}", o.wait_mean_seconds);
+}
+
+#[test]
+fn empirical_handling_times_come_from_the_trace_and_only_its_values_are_drawn() {
+    let s = setup(json!({
+        "rate_per_hour": [30], "hours": 200, "agents": 3,
+        "handle": { "kind": "empirical" }
+    }));
+    let t = parse("arrived_at,handle_seconds\n0,100\n1,300\n2,\n").unwrap();
+    let mut filled = s.clone();
+    usher_sim::fill_from_trace(&mut filled, &t);
+    assert_eq!(filled.handle, usher_sim::model::Dist::Empirical { seconds: vec![100.0, 300.0] });
+    assert_eq!(filled.handle.mean_seconds(), 200.0);
+    // Without observations the setup is refused, with them it runs on drawn arrivals.
+    assert!(usher_sim::compare(&s, None, &[None], false, |_| {}).is_err());
+    let r = usher_sim::compare(&filled, None, &[None], false, |_| {}).unwrap();
+    // 30 an hour of 200 s on average is 1.67 Erlangs on 3 agents: 56 % busy.
+    let occ = r.strategies[0].outcome.occupancy;
+    assert!((occ - 30.0 * 200.0 / 3600.0 / 3.0).abs() < 0.03, "occupancy {occ}");
+}
+
+/// Two agents, Ana on a break from 12:00 to 12:30 on Monday, Ben holding two at once; two
+/// chats at 12:05 and 12:06.
+fn break_desk(only_online: bool) -> Setup {
+    setup(json!({
+        "handle": { "kind": "fixed", "seconds": 120 },
+        "teams": [{ "name": "chat", "strategy": "round_robin", "only_online": only_online }],
+        "staff": [
+            { "name": "Ana", "max_open": 2, "shifts": [{ "start": "08:00", "end": "17:00" }],
+              "breaks": [{ "at": "12:00", "minutes": 30 }] },
+            { "name": "Ben", "max_open": 2, "shifts": [{ "start": "08:00", "end": "17:00" }] }
+        ]
+    }))
+}
+
+#[test]
+fn online_only_routing_keeps_customers_from_agents_on_a_break() {
+    let trace = "arrived_at,channel\n43500,whatsapp\n43560,whatsapp\n";
+    let online = replay(&break_desk(true), trace, &[None]);
+    let o = &online.strategies[0].outcome;
+    assert_eq!((o.answered, o.wait_p99_seconds), (2, 0.0), "Ben takes both at once");
+    assert_eq!(o.per_agent, vec![0, 2]);
+    // Round robin without the online-only rule hands one to Ana, who answers at 12:30.
+    let any = replay(&break_desk(false), trace, &[None]);
+    let o = &any.strategies[0].outcome;
+    assert_eq!(o.answered, 2);
+    assert_eq!(o.wait_p99_seconds, (12 * 3600 + 1800 - 43500) as f64, "{o:?}");
+}
+
+#[test]
+fn conversations_outside_a_shift_wait_for_it_and_occupancy_counts_staffed_time_only() {
+    // One agent from 09:00 to 17:00 on weekdays; a chat at 03:00 on Monday waits six hours.
+    let s = setup(json!({
+        "handle": { "kind": "fixed", "seconds": 3600 },
+        "staff": [{ "name": "Ana", "shifts": [{ "days": ["mon","tue","wed","thu","fri"],
+                                               "start": "09:00", "end": "17:00" }] }],
+        "hours": 24
+    }));
+    let r = replay(&s, "arrived_at\n10800\n36000\n", &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!(o.answered, 2);
+    // The first is answered at 09:00 (6 h), the second, at 10:00, when the first is done.
+    assert_eq!(o.wait_p99_seconds, 6.0 * 3600.0);
+    assert_eq!(o.wait_median_seconds, 0.0);
+    // Two hours handled of eight staffed.
+    assert!((o.occupancy - 0.25).abs() < 1e-9, "{}", o.occupancy);
+    // A Saturday arrival, the run ending with it (hours 0: the trace's span): the shifts go
+    // on until Monday's takes it.
+    let mut s = s;
+    s.hours = 0.0;
+    let r = replay(&s, "arrived_at\n453600\n", &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!((o.answered, o.unanswered), (1, 0), "Monday's shift takes it");
+    assert_eq!(o.wait_p99_seconds, (2 * 86400 + 9 * 3600 - (453600 - 5 * 86400)) as f64);
+}
+
+#[test]
+fn daily_limits_hold_each_day_and_start_again_at_midnight() {
+    let s = setup(json!({
+        "handle": { "kind": "fixed", "seconds": 60 },
+        "staff": [{ "name": "agent", "count": 2, "daily_limit": 3 }],
+        "hours": 48
+    }));
+    // Ten chats on Monday morning: six are answered, four wait for Tuesday 00:00.
+    let rows: String = (0..10).map(|i| format!("{}\n", 36000 + i * 600)).collect();
+    let r = replay(&s, &format!("arrived_at\n{rows}"), &[None]);
+    let o = &r.strategies[0].outcome;
+    counted_once(o);
+    assert_eq!(o.answered, 10);
+    assert_eq!(o.per_agent, vec![5, 5]);
+    assert_eq!(o.probability_of_waiting, 0.4);
+    // The first to wait came at 11:00 (the seventh); it is answered at midnight.
+    assert_eq!(o.wait_p99_seconds, (86400 - 36000 - 6 * 600) as f64);
+}
+
+/// Two teams: Spanish speakers and the rest; a workflow routes by language and asks the
+/// contact what it is about, sending billing questions to agents with the skill.
+fn language_desk() -> Setup {
+    setup(json!({
+        "rate_per_hour": [40], "hours": 400, "seed": 9,
+        "handle": { "kind": "exponential", "mean_seconds": 240 },
+        "patience": { "kind": "exponential", "mean_seconds": 600 },
+        "mix": { "languages": { "es": 1, "en": 3 } },
+        "answers": { "topic": { "Billing": 1, "Other": 1 } },
+        "teams": [
+            { "name": "es", "id": 7, "strategy": "round_robin" },
+            { "name": "en", "id": 8, "strategy": "least_open" }
+        ],
+        "staff": [
+            { "name": "Lucía", "teams": ["es"], "languages": ["es", "en"], "max_open": 2,
+              "skills": { "billing": 3 } },
+            { "name": "Pablo", "teams": ["es"], "languages": ["es"], "max_open": 2 },
+            { "name": "Emma", "teams": ["en"], "languages": ["en"], "max_open": 2,
+              "skills": { "billing": 4 } },
+            { "name": "Noah", "count": 2, "teams": ["en"], "languages": ["en"], "max_open": 2 }
+        ],
+        "workflows": [{
+            "name": "Route by language", "trigger": { "kind": "conversation_opened" },
+            "start": "topic",
+            "steps": {
+                "topic": { "kind": "ask", "text": "What is it about?", "options": ["Billing", "Other"],
+                           "save_to": "topic", "next": "lang" },
+                "lang": { "kind": "branch",
+                          "branches": [{ "when": { "language_is": "es" }, "next": "es" }],
+                          "otherwise": "en" },
+                "es": { "kind": "branch",
+                        "branches": [{ "when": { "field_equals": { "field": "topic", "value": "Billing" } },
+                                       "next": "es_billing" }],
+                        "otherwise": "es_any" },
+                "es_billing": { "kind": "assign", "team": 7, "skills": { "billing": 2 } },
+                "es_any": { "kind": "assign", "team": 7, "match_language": true },
+                "en": { "kind": "branch",
+                        "branches": [{ "when": { "field_equals": { "field": "topic", "value": "Billing" } },
+                                       "next": "en_billing" }],
+                        "otherwise": "en_any" },
+                "en_billing": { "kind": "assign", "team": 8, "skills": { "billing": 2 } },
+                "en_any": { "kind": "assign", "team": 8 }
+            }
+        }]
+    }))
+}
+
+#[test]
+fn a_workflow_routes_by_language_and_answer_to_teams_and_skilled_agents() {
+    let s = language_desk();
+    let r = usher_sim::compare(&s, None, &[None, Some(Strategy::LeastOpen)], false, |_| {}).unwrap();
+    assert_eq!(r.agents, vec!["Lucía", "Pablo", "Emma", "Noah 1", "Noah 2"]);
+    let run = &r.strategies[0];
+    counted_once(&run.outcome);
+    let (es, en) = (&run.teams[0], &run.teams[1]);
+    assert_eq!((es.team.as_str(), en.team.as_str()), ("es", "en"));
+    assert_eq!(es.outcome.arrived + en.outcome.arrived, run.outcome.arrived);
+    // A quarter speak Spanish.
+    let share = es.outcome.arrived as f64 / run.outcome.arrived as f64;
+    assert!((share - 0.25).abs() < 0.02, "{share}");
+    // Only team members take a team's conversations ...
+    assert_eq!(es.outcome.per_agent.len(), 2);
+    assert_eq!(en.outcome.per_agent.len(), 3);
+    // ... and billing, half of each team's traffic, only the skilled: Lucía takes every
+    // Spanish billing question and shares the rest with Pablo; Emma likewise in English.
+    let (lucia, pablo) = (f64::from(es.outcome.per_agent[0]), f64::from(es.outcome.per_agent[1]));
+    assert!(lucia / (lucia + pablo) > 0.6, "Lucía {lucia}, Pablo {pablo}");
+    let emma = f64::from(en.outcome.per_agent[0]);
+    let noahs = f64::from(en.outcome.per_agent[1] + en.outcome.per_agent[2]);
+    assert!(emma / (emma + noahs) > 0.45, "Emma {emma}, Noahs {noahs}");
+    for t in [es, en] {
+        counted_once(&t.outcome);
+    }
+    // The compared strategy replaces the team's own: the Spanish team's round robin becomes
+    // least open, so the run differs.
+    assert_ne!(r.strategies[1].teams[0].outcome, es.outcome);
+}
+
+#[test]
+fn a_dedicated_agent_step_and_nobody_eligible_are_counted() {
+    let s = setup(json!({
+        "rate_per_hour": [20], "hours": 50,
+        "handle": { "kind": "exponential", "mean_seconds": 120 },
+        "patience": { "kind": "fixed", "seconds": 300 },
+        "mix": { "skills": { "japanese": 0.5 } },
+        "teams": [{ "name": "desk" }],
+        "staff": [{ "name": "Ana", "id": 42 }, { "name": "Ben" }],
+        "workflows": [{ "name": "VIP", "trigger": { "kind": "conversation_opened" }, "start": "a",
+                        "steps": { "a": { "kind": "assign", "agent": 42, "team": 1 } } }]
+    }));
+    let r = usher_sim::compare(&s, None, &[None], false, |_| {}).unwrap();
+    let o = &r.strategies[0].outcome;
+    counted_once(o);
+    // Half need a skill nobody has: they wait until their patience runs out.
+    let share = o.abandoned as f64 / o.arrived as f64;
+    assert!((share - 0.5).abs() < 0.08, "{share}");
+    // Ana (id 42, so second in id order) is tried first for the rest.
+    assert!(o.per_agent[1] > 2 * o.per_agent[0], "{:?}", o.per_agent);
+}
+
+#[test]
+fn a_bad_desk_is_refused_with_a_reason() {
+    let refused = |v: serde_json::Value| {
+        let s = setup(v);
+        usher_sim::compare(&s, None, &[None], false, |_| {}).unwrap_err().to_string()
+    };
+    let base = || json!({ "handle": { "kind": "fixed", "seconds": 60 }, "rate_per_hour": [10], "hours": 10 });
+    let with = |k: &str, v: serde_json::Value| {
+        let mut b = base();
+        b[k] = v;
+        b
+    };
+    assert!(refused(with("staff", json!([{ "name": "a", "teams": ["nope"] }]))).contains("no team"));
+    assert!(refused(with("staff", json!([{ "name": "a", "count": 0 }]))).contains("count"));
+    assert!(refused(with("staff", json!([{ "name": "a", "skills": { "x": 9 } }]))).contains("skill"));
+    assert!(refused(with("teams", json!([{ "name": "a" }, { "name": "a" }]))).contains("name"));
+    let workflow = json!([{ "name": "w", "trigger": { "kind": "conversation_opened" }, "start": "a",
+                            "steps": { "a": { "kind": "assign", "team": 5 } } }]);
+    assert!(refused(with("workflows", workflow)).contains("not valid"));
+    assert!(serde_json::from_value::<Setup>(json!({ "handle": { "kind": "fixed", "seconds": 1 },
+        "staff": [{ "name": "a", "shifts": [{ "start": "25:00", "end": "08:00" }] }] }))
+    .is_err());
+    let t = parse("arrived_at,team\n0,ghosts\n").unwrap();
+    let s = setup(base());
+    let e = usher_sim::compare(&s, Some(&t), &[None], false, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("ghosts"), "{e}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_desk_report() {
+    let s = language_desk();
+    let run =
+        || serde_json::to_string(&usher_sim::compare(&s, None, &[None], true, |_| {}).unwrap()).unwrap();
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn the_staffing_advice_varies_one_group_and_keeps_the_others() {
+    // A fixed billing specialist and a chat group to size: 60 an hour of 3 minutes.
+    let s = setup(json!({
+        "rate_per_hour": [60], "hours": 300, "seed": 4,
+        "handle": { "kind": "exponential", "mean_seconds": 180 },
+        "target_seconds": 30, "service_goal": 0.9,
+        "staff": [{ "name": "Billing" }, { "name": "Chat", "count": 9 }]
+    }));
+    let r = usher_sim::compare(&s, None, &[None], true, |_| {}).unwrap();
+    let a = r.staffing.unwrap();
+    assert_eq!(a.group.as_deref(), Some("Chat"), "the largest group");
+    assert!(a.simulated_service_level >= 0.9 && a.simulated_service_level_one_fewer < 0.9, "{a:?}");
+    // 3 Erlangs: with the specialist, Erlang C's 6 agents on duty are 5 chat agents.
+    let six = usher_sim::erlang::service_level(6, 60.0 / 3600.0, 1.0 / 180.0, 30.0);
+    let five = usher_sim::erlang::service_level(5, 60.0 / 3600.0, 1.0 / 180.0, 30.0);
+    assert!(six >= 0.9 && five < 0.9, "{six} {five}");
+    assert_eq!(a.recommended_agents, 5, "{a:?}");
+    // Naming a group varies that one instead.
+    let mut named = s.clone();
+    named.staffing_group = Some("Billing".into());
+    let b = usher_sim::compare(&named, None, &[None], true, |_| {}).unwrap().staffing.unwrap();
+    assert_eq!(b.group.as_deref(), Some("Billing"));
+    assert_eq!(b.recommended_agents, 1, "nine chat agents need no billing help: {b:?}");
+    named.staffing_group = Some("Nobody".into());
+    assert!(usher_sim::compare(&named, None, &[None], true, |_| {}).is_err());
+}
