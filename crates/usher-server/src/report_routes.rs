@@ -1,7 +1,8 @@
 //! Reports over HTTP (managers and admins): `GET /v1/reports` as JSON, every table as CSV
 //! (`/v1/reports/{table}.csv`) and the charts as SVG drawn here (`/v1/reports/{chart}.svg`).
 //! The period is `from` and `to` (RFC 3339; the last 24 hours by default), the bucket
-//! `bucket_minutes`, the team `team` (all by default).
+//! `bucket_minutes`, the team `team` (all by default). `/v1/reports/trace.csv` exports the
+//! period's conversations as a trace `usher simulate --trace` replays.
 
 use crate::auth::Caller;
 use crate::charts;
@@ -15,7 +16,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use std::fmt::Write;
-use usher_store::reports::{Period, Report};
+use usher_store::reports::{Period, Report, TraceRow};
 
 /// The report's query.
 #[derive(Debug, Deserialize, Default)]
@@ -40,17 +41,42 @@ fn instant(field: &str, text: &str) -> ApiResult<i64> {
     })
 }
 
-async fn build(s: &AppState, caller: &Caller, q: &ReportQuery) -> ApiResult<Report> {
+fn period(caller: &Caller, q: &ReportQuery, now: i64) -> ApiResult<Period> {
     caller.manage("read reports")?;
-    let now = now_millis();
     let to = q.to.as_deref().map(|t| instant("to", t)).transpose()?.unwrap_or(now);
     let from = q.from.as_deref().map(|t| instant("from", t)).transpose()?.unwrap_or(to - 24 * 3_600_000);
     let bucket = q.bucket_minutes.unwrap_or(60);
     if !(1..=10_080).contains(&bucket) {
         return Err(ApiError::invalid("invalid_period", "bucket_minutes must be 1 to 10080 (a week)"));
     }
-    let period = Period::new(from, to, bucket * 60_000)?;
+    Ok(Period::new(from, to, bucket * 60_000)?)
+}
+
+async fn build(s: &AppState, caller: &Caller, q: &ReportQuery) -> ApiResult<Report> {
+    let now = now_millis();
+    let period = period(caller, q, now)?;
     Ok(s.store.report(caller.ws(), period, q.team, now).await?)
+}
+
+/// The trace's CSV, in the columns `usher simulate --trace` reads (see `usher_sim::trace`).
+pub fn trace_csv(rows: &[TraceRow]) -> String {
+    let mut out =
+        String::from("arrived_at,channel,language,skills,priority,handle_seconds,team,patience_seconds\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            r.arrived_at,
+            csv_field(&r.channel),
+            csv_field(r.language.as_deref().unwrap_or_default()),
+            csv_field(&r.skills.join(";")),
+            csv_field(&r.priority),
+            opt(r.handle_seconds),
+            csv_field(r.team.as_deref().unwrap_or_default()),
+            opt(r.patience_seconds)
+        );
+    }
+    out
 }
 
 /// `GET /v1/reports`: the report as JSON.
@@ -188,6 +214,18 @@ pub async fn export(
         file.rsplit_once('.').ok_or_else(|| ApiError::not_found(format!("report file {file}")))?;
     if !matches!(kind, "csv" | "svg") {
         return Err(ApiError::not_found(format!("report file {file}")));
+    }
+    if file == "trace.csv" {
+        let period = period(&caller, &q, now_millis())?;
+        let rows = s.store.traffic_trace(caller.ws(), period, q.team).await?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"usher-trace.csv\"".to_string()),
+            ],
+            trace_csv(&rows),
+        )
+            .into_response());
     }
     let known = match kind {
         "csv" => ["counts", "times", "agents", "buckets"].contains(&name),

@@ -2473,9 +2473,46 @@ async fn reports_count_time_and_spread_the_work_and_export_csv_and_svg(t: TestAp
         let svg = resp.text().await.unwrap();
         assert!(svg.starts_with("<svg") && !svg.contains("<script"), "{chart}");
     }
+    // The period's conversations as a trace the simulator replays: a customer who left
+    // before anyone answered shows how long they waited.
+    let night = t.team("Night", "round_robin").await;
+    let gone = t.open(night, "r4").await;
+    assert_eq!(gone["status"], "queued", "nobody in the night team");
+    t.ok(Method::POST, &format!("/v1/conversations/{}/close", gone["id"]), json!({})).await;
+    let export = |query: String| {
+        let t = &t;
+        async move {
+            let resp = t
+                .http
+                .get(format!("{}/v1/reports/trace.csv{query}", t.base))
+                .bearer_auth(&t.admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+            usher_sim::trace::parse(&resp.text().await.unwrap()).unwrap()
+        }
+    };
+    let trace = export(String::new()).await;
+    let teams: Vec<Option<&str>> = trace.arrivals.iter().map(|a| a.team.as_deref()).collect();
+    assert_eq!(teams, [Some("Support"), Some("Support"), Some("Sales"), Some("Night")]);
+    assert!(trace.arrivals[0].handle_millis.is_some(), "closed after its assignment");
+    assert_eq!(trace.arrivals[1].handle_millis, None, "still open");
+    assert_eq!(trace.arrivals[3].handle_millis, None);
+    assert!(trace.arrivals[3].patience_millis.is_some(), "left unanswered");
+    assert_eq!(trace.arrivals[0].patience_millis, None);
+    assert_eq!(export(format!("?team={team}")).await.arrivals.len(), 2);
     let agent = t.token("agent", Some(ana)).await;
     for (token, path, status, code) in [
         (&agent, "/v1/reports".to_string(), StatusCode::FORBIDDEN, "forbidden"),
+        (&agent, "/v1/reports/trace.csv".to_string(), StatusCode::FORBIDDEN, "forbidden"),
+        (
+            &t.admin,
+            "/v1/reports/trace.csv?from=tuesday".to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_period",
+        ),
         (
             &t.admin,
             "/v1/reports?from=yesterday".to_string(),

@@ -29,7 +29,7 @@ use usher_core::queue::{estimate_wait, QueueKey, Throughput};
 use usher_core::request::{AssignRequest, Otherwise, Requirements, SkillRequirement, Target, WhenNobody};
 use usher_core::{Context, Snapshot};
 use usher_workflow::document::{Assign, Step, Trigger};
-use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, Until};
+use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, Until, Watch};
 
 /// The releases window the server's estimate uses.
 const WINDOW_MILLIS: i64 = 900_000;
@@ -42,6 +42,8 @@ enum Kind {
     Done(i64),
     Abandon(i64),
     Presence(usize),
+    /// A queued conversation's overflow is due.
+    Overflow(i64),
     /// A new day: daily limits start again, so the queues are drained.
     Midnight,
 }
@@ -70,8 +72,63 @@ pub struct RunOutcome {
     pub teams: Vec<Outcome>,
 }
 
+/// A workflow walked to an assign step: its settings, and the run and facts to go on with
+/// (an overflow, a go-to when nobody can take it).
+#[derive(Debug, Clone)]
+struct Walk {
+    settings: Box<Assign>,
+    run: Run,
+    facts: Facts,
+}
+
 /// Where a workflow's walk ended: the assign step reached, or none (the run ended first).
-type Walked = Option<Box<Assign>>;
+type Walked = Option<Walk>;
+
+/// A conversation whose workflow may still move it on: the workflow, its run, its facts and
+/// the arrival (for the next request).
+#[derive(Debug, Clone)]
+struct Follow {
+    workflow: usize,
+    run: Run,
+    facts: Facts,
+    arrival: Arrival,
+}
+
+/// How many times a workflow may move one conversation on (overflows, go-tos).
+const MOVES: usize = 8;
+
+/// Applies a run's effects on the contact to its facts; the assign settings among them.
+fn apply(facts: &mut Facts, effects: &[Effect]) -> Option<Box<Assign>> {
+    let mut assign = None;
+    for e in effects {
+        match e {
+            Effect::Assign { settings, .. } => assign = Some(settings.clone()),
+            Effect::SaveField { field, value } => {
+                facts.fields.insert(field.clone(), value.clone());
+            }
+            Effect::UpdateContact { add_tags, remove_tags, fields, priority } => {
+                facts.tags.extend(add_tags.iter().cloned());
+                facts.tags.retain(|t| !remove_tags.contains(t));
+                facts.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if let Some(p) = priority {
+                    facts.priority = *p;
+                }
+            }
+            _ => {}
+        }
+    }
+    assign
+}
+
+/// Adds the skills an arrival needs to a request's.
+fn needing(request: &mut AssignRequest, skills: &[SkillRequirement]) {
+    for need in skills {
+        match request.requirements.skills.iter_mut().find(|s| s.name == need.name) {
+            Some(s) => s.min_level = s.min_level.max(need.min_level),
+            None => request.requirements.skills.push(need.clone()),
+        }
+    }
+}
 /// What a walk depends on: the workflow, the channel, the language, the priority and the
 /// answers chosen.
 type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>);
@@ -92,6 +149,7 @@ struct Sim<'a> {
     timelines: Vec<(usize, Vec<(i64, Presence)>)>,
     slots: Vec<u32>,
     walks: HashMap<WalkKey, Walked>,
+    follows: HashMap<i64, Follow>,
     whole: Tally,
     teams: Vec<Tally>,
     end: i64,
@@ -151,22 +209,8 @@ impl Sim<'_> {
         let mut now = Timestamp(0);
         for _ in 0..64 {
             let adv = advance(w, &run, &input, &facts, now).ok()?;
-            for e in &adv.effects {
-                match e {
-                    Effect::Assign { settings, .. } => return Some(settings.clone()),
-                    Effect::SaveField { field, value } => {
-                        facts.fields.insert(field.clone(), value.clone());
-                    }
-                    Effect::UpdateContact { add_tags, remove_tags, fields, priority } => {
-                        facts.tags.extend(add_tags.iter().cloned());
-                        facts.tags.retain(|t| !remove_tags.contains(t));
-                        facts.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        if let Some(p) = priority {
-                            facts.priority = *p;
-                        }
-                    }
-                    _ => {}
-                }
+            if let Some(settings) = apply(&mut facts, &adv.effects) {
+                return Some(Walk { settings, run: adv.run, facts });
             }
             input = match &adv.run.status {
                 RunStatus::Waiting { step, until: Until::Answer { .. } } => {
@@ -192,38 +236,54 @@ impl Sim<'_> {
         None
     }
 
-    /// The routing core's request for an arrival, and the team it is counted in.
-    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<(AssignRequest, Option<usize>)> {
-        let now = Timestamp(a.at);
-        let conversation = ConversationId(id);
+    /// The routing core's request for an assign step's settings, for arrival `a` (the
+    /// strategies compared replace the steps' own as well as the teams').
+    fn request_for(&self, settings: &Assign, id: i64, a: &Arrival, now: i64) -> Option<AssignRequest> {
+        let mut r = settings.request(
+            ConversationId(id),
+            a.channel,
+            a.priority,
+            a.language.clone(),
+            None,
+            Timestamp(now),
+        )?;
+        if self.plan.is_some() {
+            match &mut r.target {
+                Target::Team { strategy, .. }
+                | Target::Agent { otherwise: Otherwise::Team { strategy, .. }, .. } => *strategy = None,
+                Target::Agent { .. } => {}
+            }
+        }
+        needing(&mut r, &a.skills);
+        Some(r)
+    }
+
+    fn team_of(&self, r: &AssignRequest) -> Option<usize> {
+        r.team().and_then(|id| self.desk.teams.iter().position(|t| t.id == id))
+    }
+
+    /// The routing core's request for an arrival, and its workflow's run (which may move it
+    /// on: an overflow, a go-to when nobody can take it).
+    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<(AssignRequest, Option<Follow>)> {
         let wi = self.setup.workflows.iter().position(|w| {
             w.trigger == Trigger::ConversationOpened
                 && (w.channels.is_empty() || w.channels.contains(&a.channel))
         });
-        let mut request = match wi {
+        match wi {
             Some(wi) if a.team.is_none() => {
                 let key = (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec());
-                let settings = match self.walks.get(&key) {
-                    Some(s) => s.clone(),
+                let walk = match self.walks.get(&key) {
+                    Some(w) => w.clone(),
                     None => {
-                        let s = self.walk(wi, a, answers);
-                        self.walks.insert(key, s.clone());
-                        s
+                        let w = self.walk(wi, a, answers);
+                        self.walks.insert(key, w.clone());
+                        w
                     }
                 }?;
-                let mut r =
-                    settings.request(conversation, a.channel, a.priority, a.language.clone(), None, now)?;
-                if self.plan.is_some() {
-                    // The strategies compared replace the steps' own as well as the teams'.
-                    match &mut r.target {
-                        Target::Team { strategy, .. }
-                        | Target::Agent { otherwise: Otherwise::Team { strategy, .. }, .. } => {
-                            *strategy = None
-                        }
-                        Target::Agent { .. } => {}
-                    }
-                }
-                r
+                let r = self.request_for(&walk.settings, id, a, a.at)?;
+                // The run goes on with the routing's outcome: an overflow when it queues, a
+                // go-to (or the steps after) when nobody takes it.
+                Some((r, Some(Follow { workflow: wi, run: walk.run, facts: walk.facts, arrival: a.clone() })))
             }
             _ => {
                 let team = match &a.team {
@@ -236,7 +296,7 @@ impl Sim<'_> {
                         .unwrap_or(0),
                 };
                 let t = self.desk.teams.get(team)?;
-                let mut r = AssignRequest::to_team(conversation, t.id, now);
+                let mut r = AssignRequest::to_team(ConversationId(id), t.id, Timestamp(a.at));
                 r.channel = a.channel;
                 r.priority = a.priority;
                 r.when_nobody = WhenNobody::Queue;
@@ -244,17 +304,27 @@ impl Sim<'_> {
                     skills: vec![],
                     language: a.language.clone().filter(|_| t.match_language),
                 };
-                r
-            }
-        };
-        for need in &a.skills {
-            match request.requirements.skills.iter_mut().find(|s| s.name == need.name) {
-                Some(s) => s.min_level = s.min_level.max(need.min_level),
-                None => request.requirements.skills.push(need.clone()),
+                needing(&mut r, &a.skills);
+                Some((r, None))
             }
         }
-        let team = request.team().and_then(|id| self.desk.teams.iter().position(|t| t.id == id));
-        Some((request, team))
+    }
+
+    /// Moves a conversation's workflow on with `input` (an overflow's timer, the routing's
+    /// "nobody"): the next assign step's request, with the workflow kept for further moves.
+    fn follow(
+        &self,
+        mut f: Follow,
+        input: Input,
+        id: i64,
+        now: i64,
+    ) -> Option<(AssignRequest, Option<Follow>)> {
+        let w = self.setup.workflows.get(f.workflow)?;
+        let adv = advance(w, &f.run, &input, &f.facts, Timestamp(now)).ok()?;
+        let settings = apply(&mut f.facts, &adv.effects)?;
+        let r = self.request_for(&settings, id, &f.arrival, now)?;
+        f.run = adv.run;
+        Some((r, Some(f)))
     }
 
     /// The conversation goes to `agent` now: answered at once, or when the agent is back.
@@ -288,7 +358,6 @@ impl Sim<'_> {
 
     fn arrive(&mut self, id: i64, a: Arrival) {
         let now = a.at;
-        let ctx = context(now);
         let handle = match a.handle_millis {
             Some(h) => h,
             None => self.setup.handle_for(a.channel).draw_millis(&mut self.rng),
@@ -305,33 +374,60 @@ impl Sim<'_> {
                 answers.push(chosen.and_then(|c| shares.keys().position(|k| k == c)).unwrap_or(0) as u16);
             }
         }
-        let Some((request, team)) = self.request(id, &a, &answers) else {
+        let Some((request, follow)) = self.request(id, &a, &answers) else {
             self.tallies(None, |t| {
                 t.arrived();
                 t.unassigned();
             });
             return;
         };
+        let team = self.team_of(&request);
         self.tallies(team, Tally::arrived);
+        self.live.insert(id, Live { arrived: now, handle, estimate: None, team, agent: None, started: None });
+        if let Some(p) = patience {
+            // Only one still waiting then leaves (see `abandon`).
+            self.push(now + p as i64, Kind::Abandon(id));
+        }
+        self.place(id, request, follow, now, 0);
+    }
+
+    /// Opens the live conversation `id` with `request` and carries out the outcome: assigned,
+    /// queued (its workflow's overflow set), or left unassigned (its workflow's go-to
+    /// followed). `moves` counts the workflow's moves so far.
+    fn place(&mut self, id: i64, request: AssignRequest, follow: Option<Follow>, now: i64, moves: usize) {
+        let ctx = context(now);
+        let team = self.team_of(&request);
+        let Some(c) = self.live.get_mut(&id) else { return };
+        let before = c.team;
+        c.team = team;
+        if before != team {
+            // A conversation counts in the team that has it last.
+            if let Some(t) = before.and_then(|t| self.teams.get_mut(t)) {
+                t.moved_out();
+            }
+            if let Some(t) = team.and_then(|t| self.teams.get_mut(t)) {
+                t.arrived();
+            }
+        }
         let Ok(decision) = self.ws.open(request, ctx) else {
+            self.live.remove(&id);
             self.tallies(team, Tally::unassigned);
             return;
         };
-        self.live.insert(id, Live { arrived: now, handle, estimate: None, team, agent: None, started: None });
         match decision.outcome {
             Decided::Assigned(agent) => self.take(id, agent, now),
             Decided::Queued { .. } => {
-                if let Some(ti) = team {
+                let first = self.live.get(&id).is_some_and(|c| c.estimate.is_none());
+                if let Some(ti) = team.filter(|_| first) {
                     let key = QueueKey::Team(self.desk.teams[ti].id);
                     let releases = &mut self.releases[ti];
                     while releases.front().is_some_and(|r| *r < now - WINDOW_MILLIS) {
                         releases.pop_front();
                     }
-                    let slots = self.slots[ti];
                     let throughput = Throughput {
                         releases: releases.len() as u32,
                         window_seconds: (WINDOW_MILLIS / 1000) as u32,
-                        serving_slots: slots,
+                        serving_slots: self.slots[ti],
                         default_handle_seconds: self.setup.default_handle_seconds,
                     };
                     let position = self.ws.queue(key).len() as u32;
@@ -339,18 +435,48 @@ impl Sim<'_> {
                         c.estimate = estimate_wait(position, throughput);
                     }
                 }
-                if let Some(p) = patience {
-                    self.push(now + p as i64, Kind::Abandon(id));
+                // The workflow hears it waits: an overflow watch is set.
+                let watched = follow.and_then(|f| {
+                    let w = self.setup.workflows.get(f.workflow)?;
+                    let adv = advance(w, &f.run, &Input::Queued, &f.facts, Timestamp(now)).ok()?;
+                    let at = adv.run.watches.iter().find_map(|x| match x {
+                        Watch::Overflow { at, .. } => Some(at.0),
+                        _ => None,
+                    })?;
+                    Some((at, Follow { run: adv.run, ..f }))
+                });
+                if let Some((at, f)) = watched.filter(|_| moves < MOVES) {
+                    self.follows.insert(id, f);
+                    self.push(at, Kind::Overflow(id));
                 }
             }
             Decided::Unassigned => {
-                self.live.remove(&id);
-                self.tallies(team, Tally::unassigned);
-                if self.ws.close(ConversationId(id), ctx).is_ok() {
-                    self.ws.forget(ConversationId(id));
+                let _ = self.ws.close(ConversationId(id), ctx);
+                self.ws.forget(ConversationId(id));
+                let next =
+                    follow.filter(|_| moves < MOVES).and_then(|f| self.follow(f, Input::Unassigned, id, now));
+                match next {
+                    Some((request, follow)) => self.place(id, request, follow, now, moves + 1),
+                    None => {
+                        self.live.remove(&id);
+                        self.tallies(team, Tally::unassigned);
+                    }
                 }
             }
         }
+    }
+
+    /// A queued conversation's overflow is due: still waiting, its workflow moves it on.
+    fn overflow(&mut self, id: i64, now: i64) {
+        let Some(f) = self.follows.remove(&id) else { return };
+        if self.live.get(&id).is_none_or(|c| c.agent.is_some() || c.started.is_some()) {
+            return;
+        }
+        let Some((request, follow)) = self.follow(f, Input::Timer, id, now) else { return };
+        let Ok(drained) = self.ws.close(ConversationId(id), context(now)) else { return };
+        self.ws.forget(ConversationId(id));
+        self.drained(drained, now);
+        self.place(id, request, follow, now, 1);
     }
 
     fn done(&mut self, id: i64, now: i64) {
@@ -482,6 +608,7 @@ pub fn run(
         timelines,
         slots: team_members.iter().map(|m| m.iter().map(|i| desk.agents[*i].agent.max_open).sum()).collect(),
         walks: HashMap::new(),
+        follows: HashMap::new(),
         whole: Tally::new((0..n).collect(), n, setup.target_seconds),
         teams: team_members.iter().map(|m| Tally::new(m.clone(), n, setup.target_seconds)).collect(),
         end,
@@ -539,6 +666,7 @@ pub fn run(
             }
             Kind::Done(id) => sim.done(id, now),
             Kind::Abandon(id) => sim.abandon(id, now),
+            Kind::Overflow(id) => sim.overflow(id, now),
             Kind::Presence(ai) => {
                 if now >= sim.end && sim.live.is_empty() {
                     break;

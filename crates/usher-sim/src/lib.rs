@@ -400,19 +400,23 @@ pub fn table(r: &Report) -> String {
         }
     }
     let th = &r.theory;
-    let _ = writeln!(
-        t,
-        "{:<12} {:>9} {:>8.1} {:>8} {:>8} {:>8} {:>8.3} {:>7.3}{}",
-        "Erlang C",
-        "",
-        th.wait_mean_seconds,
-        "",
-        "",
-        "",
-        th.probability_of_waiting,
-        th.service_level,
-        if th.exact { "" } else { "   (a guide: the setup is not M/M/N)" }
-    );
+    // Erlang C speaks of agents alike, always there: for a desk of groups and shifts it says
+    // nothing worth a row (the JSON still carries it).
+    if r.setup.staff.is_empty() && r.setup.teams.len() <= 1 {
+        let _ = writeln!(
+            t,
+            "{:<12} {:>9} {:>8.1} {:>8} {:>8} {:>8} {:>8.3} {:>7.3}{}",
+            "Erlang C",
+            "",
+            th.wait_mean_seconds,
+            "",
+            "",
+            "",
+            th.probability_of_waiting,
+            th.service_level,
+            if th.exact { "" } else { "   (a guide: the setup is not M/M/N)" }
+        );
+    }
     if let Some(s) = &r.staffing {
         let who = match &s.group {
             None => "agents".to_string(),

@@ -122,6 +122,11 @@ impl Tally {
         self.arrived += 1;
     }
 
+    /// A conversation moved on to another team (counted there from now on).
+    pub(crate) fn moved_out(&mut self) {
+        self.arrived = self.arrived.saturating_sub(1);
+    }
+
     pub(crate) fn unassigned(&mut self) {
         self.unassigned += 1;
     }

@@ -310,3 +310,56 @@ fn the_staffing_advice_varies_one_group_and_keeps_the_others() {
     named.staffing_group = Some("Nobody".into());
     assert!(usher_sim::compare(&named, None, &[None], true, |_| {}).is_err());
 }
+
+/// Ana in team 1, Ben in team 2; the workflow assigns in team 1 and, as `then` says, moves
+/// a conversation on to team 2.
+fn two_desks(assign: serde_json::Value) -> Setup {
+    setup(json!({
+        "handle": { "kind": "fixed", "seconds": 600 },
+        "teams": [{ "name": "first" }, { "name": "second" }],
+        "staff": [{ "name": "Ana", "teams": ["first"] }, { "name": "Ben", "teams": ["second"] }],
+        "workflows": [{ "name": "w", "trigger": { "kind": "conversation_opened" }, "start": "a",
+                        "steps": { "a": assign, "b": { "kind": "assign", "team": 2 } } }]
+    }))
+}
+
+#[test]
+fn a_workflow_overflow_moves_a_waiting_conversation_to_another_team() {
+    let trace = "arrived_at\n0\n10\n";
+    let overflow =
+        two_desks(json!({ "kind": "assign", "team": 1, "overflow": { "after_minutes": 2, "go_to": "b" } }));
+    let r = replay(&overflow, trace, &[None]);
+    let run = &r.strategies[0];
+    assert_eq!(run.outcome.answered, 2);
+    assert_eq!(run.outcome.wait_p99_seconds, 120.0, "Ben takes it two minutes after it queued");
+    assert_eq!(run.outcome.per_agent, vec![1, 1]);
+    assert_eq!(
+        (run.teams[0].outcome.arrived, run.teams[1].outcome.arrived),
+        (1, 1),
+        "counted where it ended"
+    );
+    counted_once(&run.teams[1].outcome);
+    // With an overflow later than Ana is free, it waits for her.
+    let later = json!({ "kind": "assign", "team": 1, "overflow": { "after_minutes": 60, "go_to": "b" } });
+    let plain = replay(&two_desks(later), trace, &[None]);
+    assert_eq!(plain.strategies[0].outcome.wait_p99_seconds, 590.0);
+    assert_eq!(plain.strategies[0].outcome.per_agent, vec![2, 0]);
+}
+
+#[test]
+fn a_workflow_go_to_when_nobody_can_take_it_is_followed() {
+    let go_to = two_desks(json!({ "kind": "assign", "team": 1, "when_nobody": { "go_to": "b" } }));
+    let r = replay(&go_to, "arrived_at\n0\n10\n", &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!((o.answered, o.unassigned, o.wait_p99_seconds), (2, 0, 0.0), "{o:?}");
+    assert_eq!(o.per_agent, vec![1, 1]);
+    // Leaving it unassigned instead counts it so.
+    let mut left = go_to.clone();
+    left.workflows[0].steps = serde_json::from_value(
+        json!({ "a": { "kind": "assign", "team": 1, "when_nobody": "leave_unassigned" } }),
+    )
+    .unwrap();
+    let o = replay(&left, "arrived_at\n0\n10\n", &[None]).strategies[0].outcome.clone();
+    assert_eq!((o.answered, o.unassigned), (1, 1));
+    counted_once(&o);
+}

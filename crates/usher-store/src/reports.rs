@@ -488,3 +488,88 @@ mod tests {
         assert_eq!(Period::new(0, 10 * MIN, 1).unwrap().bucket, MIN, "a minute at least");
     }
 }
+
+/// The most conversations one trace export holds.
+pub const MAX_TRACE: i64 = 1_000_000;
+
+/// One conversation as the simulator replays it (`usher simulate --trace`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceRow {
+    /// When it opened (RFC 3339).
+    pub arrived_at: String,
+    /// Its channel.
+    pub channel: String,
+    /// The contact's language.
+    pub language: Option<String>,
+    /// The skills its routing required, `name:level`.
+    pub skills: Vec<String>,
+    /// Its priority.
+    pub priority: String,
+    /// From its first assignment to its close, seconds (closed conversations only).
+    pub handle_seconds: Option<i64>,
+    /// Its team's name.
+    pub team: Option<String>,
+    /// How long the customer waited before the conversation closed unassigned, seconds
+    /// (what patience the record shows; none for the answered).
+    pub patience_seconds: Option<i64>,
+}
+
+impl Store {
+    /// The conversations opened in `period` (for one team or all), oldest first, as a trace
+    /// for the simulator: at most [`MAX_TRACE`].
+    pub async fn traffic_trace(
+        &self,
+        ws: i64,
+        period: Period,
+        team: Option<i64>,
+    ) -> Result<Vec<TraceRow>, StoreError> {
+        if let Some(t) = team {
+            self.team(ws, t).await?;
+        }
+        let team_filter = if team.is_some() { " AND c.team_id = $4" } else { " AND $4 = $4" };
+        let rows = query(&format!(
+            "SELECT c.opened_at, c.channel, c.priority, c.request, c.assigned_at, c.closed_at, k.language, \
+             t.name AS team_name FROM conversations c JOIN contacts k ON k.id = c.contact_id \
+             LEFT JOIN teams t ON t.id = c.team_id \
+             WHERE c.workspace_id = $1 AND c.opened_at >= $2 AND c.opened_at < $3{team_filter} \
+             ORDER BY c.opened_at, c.id LIMIT {MAX_TRACE}"
+        ))
+        .bind(ws)
+        .bind(period.from)
+        .bind(period.to)
+        .bind(team.unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let opened: Millis = r.try_get("opened_at")?;
+                let assigned: Option<Millis> = r.try_get("assigned_at")?;
+                let closed: Option<Millis> = r.try_get("closed_at")?;
+                let request: Option<usher_core::request::AssignRequest> =
+                    crate::db::json_col(r, "request").unwrap_or(None);
+                let secs = |a: Millis, b: Millis| (b - a).max(0) / 1000;
+                Ok(TraceRow {
+                    arrived_at: rfc3339(opened),
+                    channel: r.try_get("channel")?,
+                    language: r.try_get("language")?,
+                    skills: request
+                        .map(|q| {
+                            q.requirements
+                                .skills
+                                .iter()
+                                .map(|s| format!("{}:{}", s.name, s.min_level))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    priority: r.try_get("priority")?,
+                    handle_seconds: assigned.zip(closed).map(|(a, c)| secs(a, c)),
+                    team: r.try_get("team_name")?,
+                    patience_seconds: match (assigned, closed) {
+                        (None, Some(c)) => Some(secs(opened, c)),
+                        _ => None,
+                    },
+                })
+            })
+            .collect()
+    }
+}
