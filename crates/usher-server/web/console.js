@@ -635,7 +635,10 @@
           chart("agents", "Assignments per agent"),
           chart("load", "Assignments per agent over time"),
           el("h3", {}, ["Queue over time ", csv("buckets")]),
-          chart("queue", "Conversations waiting over time")
+          chart("queue", "Conversations waiting over time"),
+          el("p", {}, ["Replay this period in the simulator: ",
+            el("a", { id: "report-trace", href: "/v1/reports/trace.csv" + q, download: "usher-trace.csv", text: "the conversations as a trace" }),
+            ", then ", el("code", { text: "usher simulate --trace usher-trace.csv" }), "."])
         );
       });
     }).catch(function (e) { card.appendChild(el("p", { class: "error", text: e.message })); });

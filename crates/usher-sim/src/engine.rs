@@ -84,14 +84,15 @@ struct Walk {
 /// Where a workflow's walk ended: the assign step reached, or none (the run ended first).
 type Walked = Option<Walk>;
 
-/// A conversation whose workflow may still move it on: the workflow, its run, its facts and
-/// the arrival (for the next request).
+/// A conversation whose workflow may still move it on: the workflow, its run, its facts, the
+/// arrival (for the next request) and how many times it has moved it.
 #[derive(Debug, Clone)]
 struct Follow {
     workflow: usize,
     run: Run,
     facts: Facts,
     arrival: Arrival,
+    moves: usize,
 }
 
 /// How many times a workflow may move one conversation on (overflows, go-tos).
@@ -283,7 +284,16 @@ impl Sim<'_> {
                 let r = self.request_for(&walk.settings, id, a, a.at)?;
                 // The run goes on with the routing's outcome: an overflow when it queues, a
                 // go-to (or the steps after) when nobody takes it.
-                Some((r, Some(Follow { workflow: wi, run: walk.run, facts: walk.facts, arrival: a.clone() })))
+                Some((
+                    r,
+                    Some(Follow {
+                        workflow: wi,
+                        run: walk.run,
+                        facts: walk.facts,
+                        arrival: a.clone(),
+                        moves: 0,
+                    }),
+                ))
             }
             _ => {
                 let team = match &a.team {
@@ -319,6 +329,10 @@ impl Sim<'_> {
         id: i64,
         now: i64,
     ) -> Option<(AssignRequest, Option<Follow>)> {
+        if f.moves >= MOVES {
+            return None;
+        }
+        f.moves += 1;
         let w = self.setup.workflows.get(f.workflow)?;
         let adv = advance(w, &f.run, &input, &f.facts, Timestamp(now)).ok()?;
         let settings = apply(&mut f.facts, &adv.effects)?;
@@ -388,13 +402,13 @@ impl Sim<'_> {
             // Only one still waiting then leaves (see `abandon`).
             self.push(now + p as i64, Kind::Abandon(id));
         }
-        self.place(id, request, follow, now, 0);
+        self.place(id, request, follow, now);
     }
 
     /// Opens the live conversation `id` with `request` and carries out the outcome: assigned,
     /// queued (its workflow's overflow set), or left unassigned (its workflow's go-to
-    /// followed). `moves` counts the workflow's moves so far.
-    fn place(&mut self, id: i64, request: AssignRequest, follow: Option<Follow>, now: i64, moves: usize) {
+    /// followed).
+    fn place(&mut self, id: i64, request: AssignRequest, follow: Option<Follow>, now: i64) {
         let ctx = context(now);
         let team = self.team_of(&request);
         let Some(c) = self.live.get_mut(&id) else { return };
@@ -445,7 +459,7 @@ impl Sim<'_> {
                     })?;
                     Some((at, Follow { run: adv.run, ..f }))
                 });
-                if let Some((at, f)) = watched.filter(|_| moves < MOVES) {
+                if let Some((at, f)) = watched {
                     self.follows.insert(id, f);
                     self.push(at, Kind::Overflow(id));
                 }
@@ -453,10 +467,8 @@ impl Sim<'_> {
             Decided::Unassigned => {
                 let _ = self.ws.close(ConversationId(id), ctx);
                 self.ws.forget(ConversationId(id));
-                let next =
-                    follow.filter(|_| moves < MOVES).and_then(|f| self.follow(f, Input::Unassigned, id, now));
-                match next {
-                    Some((request, follow)) => self.place(id, request, follow, now, moves + 1),
+                match follow.and_then(|f| self.follow(f, Input::Unassigned, id, now)) {
+                    Some((request, follow)) => self.place(id, request, follow, now),
                     None => {
                         self.live.remove(&id);
                         self.tallies(team, Tally::unassigned);
@@ -476,7 +488,7 @@ impl Sim<'_> {
         let Ok(drained) = self.ws.close(ConversationId(id), context(now)) else { return };
         self.ws.forget(ConversationId(id));
         self.drained(drained, now);
-        self.place(id, request, follow, now, 1);
+        self.place(id, request, follow, now);
     }
 
     fn done(&mut self, id: i64, now: i64) {

@@ -591,6 +591,12 @@ async fn the_console_signs_in_shows_work_live_and_settles_a_race_for_one_convers
         let opened =
             m.script("return Number(document.querySelector('#report-counts tbody td').textContent)").await;
         assert!(opened.as_i64() >= Some(2), "{opened}");
+        // The period's conversations as a trace for the simulator, through the session.
+        let trace =
+            m.script("return fetch(document.querySelector('#report-trace').href).then(r => r.text())").await;
+        let rows: Vec<&str> = trace.as_str().unwrap_or_default().lines().collect();
+        assert!(rows.first().is_some_and(|h| h.starts_with("arrived_at,channel,")), "{trace}");
+        assert!(rows.len() as i64 > opened.as_i64().unwrap_or(0), "a row per conversation: {trace}");
         m.screenshot(&format!("console-{tag}-reports")).await;
         let fits = m.script("return document.documentElement.scrollWidth <= window.innerWidth").await;
         assert_eq!(fits, json!(true), "the reports fit {width} pixels");
