@@ -151,8 +151,9 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> CalendarError {
     CalendarError { path: path.into(), message: message.into() }
 }
 
-/// `HH:MM` to minutes after midnight; `24:00` only where `end` is set.
-fn minutes(text: &str, end: bool) -> Option<u16> {
+/// `HH:MM` to minutes after midnight; `24:00` only where `end` is set. (The simulator's shifts
+/// and breaks read times of day with it too.)
+pub fn minutes_of_day(text: &str, end: bool) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
     if h.len() != 2 || m.len() != 2 {
         return None;
@@ -180,7 +181,7 @@ fn spans(hours: &[[String; 2]], path: &str, errors: &mut Vec<CalendarError>) -> 
     let mut out: Vec<Span> = Vec::new();
     for (i, [from, to]) in hours.iter().enumerate() {
         let here = format!("{path}[{i}]");
-        let (Some(f), Some(t)) = (minutes(from, false), minutes(to, true)) else {
+        let (Some(f), Some(t)) = (minutes_of_day(from, false), minutes_of_day(to, true)) else {
             errors.push(err(here, format!("[{from:?}, {to:?}] is not two times HH:MM (00:00 to 24:00)")));
             continue;
         };

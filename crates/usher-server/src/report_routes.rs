@@ -203,6 +203,18 @@ pub fn chart(r: &Report, name: &str) -> Option<String> {
     })
 }
 
+/// A CSV file to download as `usher-NAME.csv`.
+fn csv_download(name: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"usher-{name}.csv\"")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// `GET /v1/reports/{table}.csv` and `GET /v1/reports/{chart}.svg`.
 pub async fn export(
     State(s): State<AppState>,
@@ -218,14 +230,7 @@ pub async fn export(
     if file == "trace.csv" {
         let period = period(&caller, &q, now_millis())?;
         let rows = s.store.traffic_trace(caller.ws(), period, q.team).await?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"usher-trace.csv\"".to_string()),
-            ],
-            trace_csv(&rows),
-        )
-            .into_response());
+        return Ok(csv_download(name, trace_csv(&rows)));
     }
     let known = match kind {
         "csv" => ["counts", "times", "agents", "buckets"].contains(&name),
@@ -236,14 +241,7 @@ pub async fn export(
     }
     let r = build(&s, &caller, &q).await?;
     let response = match kind {
-        "csv" => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"usher-{name}.csv\"")),
-            ],
-            csv(&r, name).unwrap_or_default(),
-        )
-            .into_response(),
+        "csv" => csv_download(name, csv(&r, name).unwrap_or_default()),
         _ => ([(header::CONTENT_TYPE, "image/svg+xml".to_string())], chart(&r, name).unwrap_or_default())
             .into_response(),
     };

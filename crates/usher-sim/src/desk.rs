@@ -16,6 +16,8 @@ pub struct DeskAgent {
     pub name: String,
     /// The staff group it comes from (none: the setup's agents alike).
     pub group: Option<usize>,
+    /// Its place in its group, from 0 (its breaks are staggered by it).
+    pub place: u32,
     /// Handling slowdown per extra conversation held.
     pub slowdown: f64,
 }
@@ -85,6 +87,7 @@ impl Desk {
                     agent: a,
                     name: format!("agent {i}"),
                     group: None,
+                    place: i - 1,
                     slowdown: setup.slowdown,
                 });
             }
@@ -112,6 +115,7 @@ impl Desk {
                         agent: group_agent(g, AgentId(id), team_ids.clone()),
                         name: if g.count == 1 { g.name.clone() } else { format!("{} {}", g.name, k + 1) },
                         group: Some(gi),
+                        place: k,
                         slowdown: g.slowdown.unwrap_or(setup.slowdown),
                     });
                 }
@@ -130,10 +134,7 @@ impl Desk {
         if g.shifts.is_empty() {
             return (Presence::Online, Vec::new());
         }
-        // The agent's place in its group staggers its breaks.
-        let place =
-            self.agents[..agent].iter().filter(|a| a.group == self.agents[agent].group).count() as i64;
-        let stagger = place * i64::from(g.stagger_minutes) * MINUTE;
+        let stagger = i64::from(self.agents[agent].place) * i64::from(g.stagger_minutes) * MINUTE;
         let mut shifts: Vec<(i64, i64)> = Vec::new();
         let mut breaks: Vec<(i64, i64, Presence)> = Vec::new();
         // From the day before the start (a night shift running into Monday) to the end.

@@ -144,7 +144,6 @@ struct Sim<'a> {
     made: u64,
     live: BTreeMap<i64, Live>,
     index: HashMap<AgentId, usize>,
-    away: Vec<bool>,
     pending: Vec<Vec<i64>>,
     releases: Vec<VecDeque<i64>>,
     timelines: Vec<(usize, Vec<(i64, Presence)>)>,
@@ -216,13 +215,14 @@ impl Sim<'_> {
             input = match &adv.run.status {
                 RunStatus::Waiting { step, until: Until::Answer { .. } } => {
                     let Some(Step::Ask(ask)) = w.steps.get(step) else { return None };
+                    // `answers` holds one choice per field of the setup's `answers`, in order.
                     let chosen = self
                         .setup
                         .answers
                         .iter()
-                        .position(|(field, _)| *field == ask.save_to)
-                        .and_then(|i| self.setup.answers.values().nth(i).zip(answers.get(i)))
-                        .and_then(|(shares, k)| shares.keys().nth(usize::from(*k)).cloned());
+                        .zip(answers)
+                        .find(|((field, _), _)| **field == ask.save_to)
+                        .and_then(|((_, shares), k)| shares.keys().nth(usize::from(*k)).cloned());
                     let text = chosen.or_else(|| ask.options.first().cloned()).unwrap_or_else(|| "ok".into());
                     Input::Message { text }
                 }
@@ -341,12 +341,17 @@ impl Sim<'_> {
         Some((r, Some(f)))
     }
 
+    /// Whether an agent is away now (the workspace's presence; agents are in id order in both).
+    fn is_away(&self, ai: usize) -> bool {
+        self.ws.snapshot.agents().get(ai).is_some_and(|a| a.presence == Presence::Away)
+    }
+
     /// The conversation goes to `agent` now: answered at once, or when the agent is back.
     fn take(&mut self, id: i64, agent: AgentId, now: i64) {
         let Some(&ai) = self.index.get(&agent) else { return };
         let Some(c) = self.live.get_mut(&id) else { return };
         c.agent = Some(ai);
-        if self.away[ai] {
+        if self.is_away(ai) {
             self.pending[ai].push(id);
         } else {
             self.start(id, ai, now);
@@ -526,12 +531,11 @@ impl Sim<'_> {
         let Some(&(_, p)) = changes.get(*cursor) else { return };
         *cursor += 1;
         let next = changes.get(*cursor).map(|c| c.0);
-        self.away[ai] = p == Presence::Away;
         let id = self.desk.agents[ai].agent.id;
         if let Ok(drained) = self.ws.set_presence(id, p, context(now)) {
             self.drained(drained, now);
         }
-        if !self.away[ai] && p != Presence::Offline {
+        if !self.is_away(ai) && p != Presence::Offline {
             for waiting in std::mem::take(&mut self.pending[ai]) {
                 self.start(waiting, ai, now);
             }
@@ -598,7 +602,6 @@ pub fn run(
             team
         })
         .collect();
-    let away: Vec<bool> = members.iter().map(|m| m.presence == Presence::Away).collect();
     let Ok(snapshot) = Snapshot::new(members, teams) else {
         return RunOutcome::default();
     };
@@ -614,7 +617,6 @@ pub fn run(
         made: 0,
         live: BTreeMap::new(),
         index: desk.agents.iter().enumerate().map(|(i, a)| (a.agent.id, i)).collect(),
-        away,
         pending: vec![Vec::new(); n],
         releases: vec![VecDeque::new(); desk.teams.len()],
         timelines,
@@ -702,26 +704,21 @@ pub fn run(
         }
     }
     progress(1.0);
-    let waiting = sim.live.values().filter(|c| c.started.is_none()).fold(
-        vec![0u64; desk.teams.len() + 1],
-        |mut v, c| {
-            v[0] += 1;
-            if let Some(t) = c.team {
-                v[t + 1] += 1;
-            }
-            v
-        },
-    );
+    let waiting: Vec<Option<usize>> =
+        sim.live.values().filter(|c| c.started.is_none()).map(|c| c.team).collect();
+    for team in waiting {
+        sim.tallies(team, Tally::unanswered);
+    }
     let Sim { whole, teams: tallies, .. } = sim;
     let total_capacity: f64 = capacity.iter().sum();
-    let outcome = whole.finish(end, total_capacity, waiting[0]);
+    let outcome = whole.finish(end, total_capacity);
     let teams = if desk.teams.len() > 1 {
         tallies
             .into_iter()
             .enumerate()
             .map(|(ti, t)| {
                 let cap: f64 = team_members[ti].iter().map(|i| capacity[*i]).sum();
-                t.finish(end, cap, waiting[ti + 1])
+                t.finish(end, cap)
             })
             .collect()
     } else {

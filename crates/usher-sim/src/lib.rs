@@ -154,11 +154,10 @@ fn rates(setup: &Setup, trace: Option<&Trace>) -> (f64, f64) {
     }
 }
 
-/// The theory for a setup (and its trace).
-pub fn theory(setup: &Setup, trace: Option<&Trace>) -> Theory {
+/// The theory for a setup on its desk (and its trace).
+pub fn theory(setup: &Setup, desk: &Desk, trace: Option<&Trace>) -> Theory {
     let (rate, _) = rates(setup, trace);
     let mu = 1.0 / mean_handle_seconds(setup, trace);
-    let desk = Desk::build(setup);
     let servers: u32 = desk.agents.iter().map(|a| a.agent.max_open).sum();
     let exact = trace.is_none()
         && desk.agents.iter().all(|a| a.agent.max_open == 1)
@@ -199,11 +198,11 @@ pub fn fill_from_trace(setup: &mut Setup, trace: &Trace) {
     }
 }
 
-/// Checks a setup with its trace: the setup, and the teams the trace names.
-pub fn check(setup: &Setup, trace: Option<&Trace>) -> Result<(), SetupError> {
-    setup.check(trace.is_some())?;
+/// Checks a setup with its trace (the setup, and the teams the trace names), and gives its
+/// desk.
+pub fn check(setup: &Setup, trace: Option<&Trace>) -> Result<Desk, SetupError> {
+    let desk = setup.check(trace.is_some())?;
     if let Some(t) = trace {
-        let desk = Desk::build(setup);
         if let Some((i, a)) = t
             .arrivals
             .iter()
@@ -217,7 +216,7 @@ pub fn check(setup: &Setup, trace: Option<&Trace>) -> Result<(), SetupError> {
             )));
         }
     }
-    Ok(())
+    Ok(desk)
 }
 
 /// The setup with `n` agents: `agents` when they are alike, else `n` in the staffing group
@@ -258,8 +257,7 @@ pub fn compare(
     advise: bool,
     mut progress: impl FnMut(f64),
 ) -> Result<Report, SetupError> {
-    check(setup, trace)?;
-    let desk = Desk::build(setup);
+    let desk = check(setup, trace)?;
     let runs = plans.len() + if advise { 2 } else { 0 };
     let mut done = 0usize;
     let step = |done: usize| move |p: f64| (done as f64 + p) / runs.max(1) as f64;
@@ -329,7 +327,7 @@ pub fn compare(
         setup: setup.clone(),
         trace_arrivals: trace.map(|t| t.arrivals.len() as u64),
         agents: desk.agents.iter().map(|a| a.name.clone()).collect(),
-        theory: theory(setup, trace),
+        theory: theory(setup, &desk, trace),
         strategies: out,
         staffing,
     })

@@ -10,6 +10,7 @@
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+pub use usher_core::calendar::Weekday;
 use usher_core::model::{Channel, Presence, Priority, Strategy};
 use usher_workflow::Workflow;
 
@@ -316,32 +317,6 @@ pub struct StaffGroup {
     pub slowdown: Option<f64>,
 }
 
-/// A day of the week.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Weekday {
-    /// Monday.
-    Mon,
-    /// Tuesday.
-    Tue,
-    /// Wednesday.
-    Wed,
-    /// Thursday.
-    Thu,
-    /// Friday.
-    Fri,
-    /// Saturday.
-    Sat,
-    /// Sunday.
-    Sun,
-}
-
-impl Weekday {
-    /// Monday to Sunday.
-    pub const ALL: [Weekday; 7] =
-        [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun];
-}
-
 /// A time of day, "HH:MM", as minutes since midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -350,13 +325,10 @@ pub struct Clock(pub u32);
 impl TryFrom<String> for Clock {
     type Error = String;
     fn try_from(s: String) -> Result<Clock, String> {
-        let bad = || format!("{s:?} is not a time of day HH:MM");
-        let (h, m) = s.split_once(':').ok_or_else(bad)?;
-        let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-        if h > 24 || m > 59 || (h == 24 && m > 0) {
-            return Err(bad());
-        }
-        Ok(Clock(h * 60 + m))
+        // As business hours read them: 00:00 to 24:00.
+        usher_core::calendar::minutes_of_day(&s, true)
+            .map(|m| Clock(u32::from(m)))
+            .ok_or_else(|| format!("{s:?} is not a time of day HH:MM (00:00 to 24:00)"))
     }
 }
 
@@ -437,8 +409,8 @@ pub enum SetupError {
 pub const MAX_AGENTS: u32 = 100_000;
 
 impl Setup {
-    /// Checks the setup; `traced` says a trace gives the arrivals.
-    pub fn check(&self, traced: bool) -> Result<(), SetupError> {
+    /// Checks the setup (`traced`: a trace gives the arrivals), and gives its desk.
+    pub fn check(&self, traced: bool) -> Result<crate::desk::Desk, SetupError> {
         let bad = |m: String| Err(SetupError::Invalid(m));
         if !traced {
             if !(self.rate_per_hour.len() == 1 || self.rate_per_hour.len() == 168) {
@@ -543,7 +515,7 @@ impl Setup {
                 return bad(format!("workflow {:?} is not valid: {} {}", w.name, p.path, p.message));
             }
         }
-        Ok(())
+        Ok(desk)
     }
 
     /// The rate at virtual time `millis`, per millisecond.

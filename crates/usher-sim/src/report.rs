@@ -8,6 +8,7 @@ pub(crate) struct Tally {
     members: Vec<usize>,
     arrived: u64,
     unassigned: u64,
+    unanswered: u64,
     waits: Vec<i64>,
     abandoned: Vec<i64>,
     per_agent: Vec<u32>,
@@ -105,6 +106,7 @@ impl Tally {
             members,
             arrived: 0,
             unassigned: 0,
+            unanswered: 0,
             waits: Vec::new(),
             abandoned: Vec::new(),
             per_agent: vec![0; agents],
@@ -125,6 +127,11 @@ impl Tally {
     /// A conversation moved on to another team (counted there from now on).
     pub(crate) fn moved_out(&mut self) {
         self.arrived = self.arrived.saturating_sub(1);
+    }
+
+    /// Still waiting when the simulation ended.
+    pub(crate) fn unanswered(&mut self) {
+        self.unanswered += 1;
     }
 
     pub(crate) fn unassigned(&mut self) {
@@ -160,9 +167,8 @@ impl Tally {
         }
     }
 
-    /// The outcome: `capacity` is the members' staffed capacity (slot-milliseconds) and
-    /// `unanswered` how many still waited at the end.
-    pub(crate) fn finish(mut self, end: i64, capacity: f64, unanswered: u64) -> Outcome {
+    /// The outcome: `capacity` is the members' staffed capacity (slot-milliseconds).
+    pub(crate) fn finish(mut self, end: i64, capacity: f64) -> Outcome {
         self.waits.sort_unstable();
         let answered = self.waits.len() as u64;
         let abandoned = self.abandoned.len() as u64;
@@ -185,7 +191,7 @@ impl Tally {
             answered,
             abandoned,
             unassigned: self.unassigned,
-            unanswered,
+            unanswered: self.unanswered,
             abandonment: share(abandoned, arrived),
             wait_mean_seconds: if answered == 0 {
                 0.0

@@ -545,8 +545,7 @@ impl Store {
                 let opened: Millis = r.try_get("opened_at")?;
                 let assigned: Option<Millis> = r.try_get("assigned_at")?;
                 let closed: Option<Millis> = r.try_get("closed_at")?;
-                let request: Option<usher_core::request::AssignRequest> =
-                    crate::db::json_col(r, "request").unwrap_or(None);
+                let request: Option<usher_core::request::AssignRequest> = crate::db::json_col(r, "request")?;
                 let secs = |a: Millis, b: Millis| (b - a).max(0) / 1000;
                 Ok(TraceRow {
                     arrived_at: rfc3339(opened),

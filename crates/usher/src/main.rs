@@ -131,8 +131,12 @@ fn database_url(db: &DbArgs, file: &FileConfig) -> Result<(String, Option<PathBu
     }
     let dir = db.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| PathBuf::from("usher-data"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("usher.db");
-    Ok((format!("sqlite://{}", path.display()), Some(dir)))
+    Ok((embedded_url(&dir), Some(dir)))
+}
+
+/// The URL of the embedded database in a data folder.
+pub(crate) fn embedded_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("usher.db").display())
 }
 
 fn init_logs(format: &str) -> Result<()> {

@@ -214,7 +214,7 @@ fn setup(args: &SimulateArgs) -> Result<(Setup, Option<Trace>)> {
 async fn import(args: &SimulateArgs, s: &mut Setup) -> Result<()> {
     let url = match (&args.database, &args.data) {
         (Some(url), _) => url.clone(),
-        (None, Some(dir)) => format!("sqlite://{}", dir.join("usher.db").display()),
+        (None, Some(dir)) => crate::embedded_url(dir),
         (None, None) => return Ok(()),
     };
     let store = Store::connect(&url).await.context("connecting to the database")?;
