@@ -494,8 +494,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         append_events(&mut tx, ws, now, &[event]).await?;
+        // Read inside the transaction: the answer is the state this change made, not a later
+        // one (two publishes at once would otherwise both answer the second's version).
+        let row = query("SELECT * FROM workflows WHERE id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(ws)
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = workflow_record(&row)?;
         tx.commit().await?;
-        self.workflow(ws, id).await
+        Ok(record)
     }
 
     /// A published version.
