@@ -229,7 +229,8 @@ pub async fn export(
     }
     if file == "trace.csv" {
         let period = period(&caller, &q, now_millis())?;
-        let rows = s.store.traffic_trace(caller.ws(), period, q.team).await?;
+        let rows =
+            s.store.traffic_trace(caller.ws(), period, q.team, usher_store::reports::MAX_TRACE).await?;
         return Ok(csv_download(name, trace_csv(&rows)));
     }
     let known = match kind {

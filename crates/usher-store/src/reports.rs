@@ -516,12 +516,15 @@ pub struct TraceRow {
 
 impl Store {
     /// The conversations opened in `period` (for one team or all), oldest first, as a trace
-    /// for the simulator: at most [`MAX_TRACE`].
+    /// for the simulator. A period holding more than `max` conversations is refused
+    /// (`trace_too_long`) rather than cut short: a trace that stops early would replay a
+    /// quieter desk than the real one. The API passes [`MAX_TRACE`].
     pub async fn traffic_trace(
         &self,
         ws: i64,
         period: Period,
         team: Option<i64>,
+        max: i64,
     ) -> Result<Vec<TraceRow>, StoreError> {
         if let Some(t) = team {
             self.team(ws, t).await?;
@@ -532,7 +535,8 @@ impl Store {
              t.name AS team_name FROM conversations c JOIN contacts k ON k.id = c.contact_id \
              LEFT JOIN teams t ON t.id = c.team_id \
              WHERE c.workspace_id = $1 AND c.opened_at >= $2 AND c.opened_at < $3{team_filter} \
-             ORDER BY c.opened_at, c.id LIMIT {MAX_TRACE}"
+             ORDER BY c.opened_at, c.id LIMIT {}",
+            max.max(0) + 1
         ))
         .bind(ws)
         .bind(period.from)
@@ -540,6 +544,12 @@ impl Store {
         .bind(team.unwrap_or(0))
         .fetch_all(&self.pool)
         .await?;
+        if rows.len() as i64 > max {
+            return Err(StoreError::invalid(
+                "trace_too_long",
+                format!("the period holds more than {max} conversations; export it in shorter periods"),
+            ));
+        }
         rows.iter()
             .map(|r| {
                 let opened: Millis = r.try_get("opened_at")?;

@@ -22,6 +22,7 @@ use usher_core::manual::Status;
 use usher_core::model::{AgentId, Channel, Presence, Priority, Strategy, TeamId, Timestamp};
 use usher_core::request::{Rules, WhenNobody};
 use usher_core::trace::{AttemptKind, Skip, TraceResult, Verdict, Why, WhyNot};
+use usher_store::reports::Period;
 use usher_store::{
     rfc3339, AgentPatch, Backend, Conversation, ConversationFilter, Event, NewAgent, NewContact,
     NewConversation, NewTeam, Principal, Role, Store, StoreError, TeamPatch,
@@ -89,6 +90,7 @@ scenarios! {
     webhook_deliveries_survive_a_restart_retry_and_pause => sqlite_webhook_deliveries_survive_a_restart_retry_and_pause, postgres_webhook_deliveries_survive_a_restart_retry_and_pause;
     presence_follows_the_console_with_a_grace_period => sqlite_presence_follows_the_console_with_a_grace_period, postgres_presence_follows_the_console_with_a_grace_period;
     inbound_messages_race_into_one_conversation => sqlite_inbound_messages_race_into_one_conversation, postgres_inbound_messages_race_into_one_conversation;
+    a_trace_too_long_is_refused_not_cut => sqlite_a_trace_too_long_is_refused_not_cut, postgres_a_trace_too_long_is_refused_not_cut;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2791,4 +2793,23 @@ async fn inbound_messages_race_into_one_conversation(db: Db) {
     let stored = db.count("SELECT COUNT(*) FROM messages").await;
     assert_eq!(stored, 4);
     audit_clean(s, ws).await;
+}
+
+/// A traffic trace holds every conversation of its period, oldest first, or is refused with
+/// `trace_too_long`: it is never silently cut at the limit.
+async fn a_trace_too_long_is_refused_not_cut(db: Db) {
+    let s = &db.store;
+    let ws = workspace(s, "W").await;
+    let t = team(s, ws, &new_team("Support", Strategy::LeastOpen, WhenNobody::Queue)).await;
+    for (i, contact) in ["a", "b", "c"].iter().enumerate() {
+        open(s, ws, &new_conv(Some(t), contact), T0 + i as i64 * 1_000).await;
+    }
+    let period = Period::new(T0, T0 + 3_600_000, 60_000).expect("period");
+    let rows = s.traffic_trace(ws, period, None, 3).await.expect("three fit in three");
+    let arrived: Vec<&str> = rows.iter().map(|r| r.arrived_at.as_str()).collect();
+    assert_eq!(arrived, [rfc3339(T0), rfc3339(T0 + 1_000), rfc3339(T0 + 2_000)]);
+    assert!(rows.iter().all(|r| r.team.as_deref() == Some("Support")));
+    expect_invalid(s.traffic_trace(ws, period, None, 2).await, "trace_too_long");
+    let later = Period::new(T0 + 500, T0 + 3_600_000, 60_000).expect("period");
+    assert_eq!(s.traffic_trace(ws, later, Some(t), 2).await.expect("two in the later period").len(), 2);
 }
