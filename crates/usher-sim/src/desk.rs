@@ -1,6 +1,7 @@
 //! The desk a setup describes, made concrete: every agent with its id, name, settings and
 //! presence over time (from its group's shifts and breaks), and every team.
 
+use crate::clock::Clock;
 use crate::model::{Setup, StaffGroup, Weekday};
 use usher_core::model::{Agent, AgentId, Channel, Presence, Skill, Strategy, TeamId};
 
@@ -46,6 +47,8 @@ pub struct Desk {
     pub agents: Vec<DeskAgent>,
     /// Teams, in the setup's order.
     pub teams: Vec<DeskTeam>,
+    /// Its time zone, starting week and calendars.
+    pub clock: Clock,
 }
 
 impl Desk {
@@ -122,7 +125,10 @@ impl Desk {
             }
             agents.sort_by_key(|a| a.agent.id);
         }
-        Desk { agents, teams }
+        // A clock that cannot be read is refused by `Setup::check`; unchecked, UTC and no
+        // calendars.
+        let clock = Clock::of(setup).unwrap_or_default();
+        Desk { agents, teams, clock }
     }
 
     /// An agent's presence changes from time 0 to `until` (milliseconds), in time order, and

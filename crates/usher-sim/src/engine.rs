@@ -9,10 +9,12 @@
 //! drains the queues; going offline, it finishes what it holds and takes nothing new); a
 //! new day starts the daily limits again and drains the queues.
 //! Handling slows down as an agent holds more at once (`slowdown` per extra conversation).
-//! A conversation assigned to an agent who is away (a team that does not route to online
-//! agents only) is answered when the agent is back. The queue's wait estimate is taken as each
-//! conversation starts waiting, exactly as the server computes it (releases over the last 15
-//! minutes), and compared with the wait that followed.
+//! A conversation assigned to an agent who is away or offline (a team that does not route to
+//! online agents only) is answered when the agent is back. The queue's wait estimate is taken as each
+//! conversation starts waiting in the queue, exactly as the server computes it (releases over
+//! the last 15 minutes), and compared with the wait in the queue that followed. A workflow's
+//! wait steps are waited out in virtual time (the customer may leave meanwhile), and its
+//! calendars are read at the virtual instant ([`crate::clock`]).
 
 use crate::desk::Desk;
 use crate::model::{pick, Setup};
@@ -22,6 +24,7 @@ use crate::trace::{Arrival, Trace};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
+use usher_core::calendar::Calendar;
 use usher_core::decide::Outcome as Decided;
 use usher_core::memory::Workspace;
 use usher_core::model::{AgentId, ConversationId, Day, Presence, Priority, Strategy, Team, Timestamp};
@@ -29,7 +32,7 @@ use usher_core::queue::{estimate_wait, QueueKey, Throughput};
 use usher_core::request::{AssignRequest, Otherwise, Requirements, SkillRequirement, Target, WhenNobody};
 use usher_core::{Context, Snapshot};
 use usher_workflow::document::{Assign, Step, Trigger};
-use usher_workflow::engine::{advance, Effect, Facts, Input, Run, RunStatus, Until, Watch};
+use usher_workflow::engine::{advance, Advance, Effect, Facts, Input, Run, RunStatus, Until, Watch};
 
 /// The releases window the server's estimate uses.
 const WINDOW_MILLIS: i64 = 900_000;
@@ -44,6 +47,8 @@ enum Kind {
     Presence(usize),
     /// A queued conversation's overflow is due.
     Overflow(i64),
+    /// A workflow's wait is over.
+    Resume(i64),
     /// A new day: daily limits start again, so the queues are drained.
     Midnight,
 }
@@ -53,7 +58,9 @@ enum Kind {
 struct Live {
     arrived: i64,
     handle: f64,
-    estimate: Option<u64>,
+    /// The queue's wait estimate, seconds, and when it was given (the first time it queued,
+    /// which is later than its arrival when a workflow waited first).
+    estimate: Option<(u64, i64)>,
     team: Option<usize>,
     agent: Option<usize>,
     started: Option<i64>,
@@ -72,27 +79,45 @@ pub struct RunOutcome {
     pub teams: Vec<Outcome>,
 }
 
-/// A workflow walked to an assign step: its settings, and the run and facts to go on with
-/// (an overflow, a go-to when nobody can take it).
+/// Where a workflow's walk stopped.
+#[derive(Debug, Clone)]
+enum Stop {
+    /// At an assign step: its settings.
+    Assign(Box<Assign>),
+    /// At a wait step: the run wakes this many milliseconds after the walk began.
+    Wait(i64),
+}
+
+/// A workflow walked to an assign step or a wait, with the run and facts to go on with.
 #[derive(Debug, Clone)]
 struct Walk {
-    settings: Box<Assign>,
+    stop: Stop,
     run: Run,
     facts: Facts,
 }
 
-/// Where a workflow's walk ended: the assign step reached, or none (the run ended first).
+/// Where a workflow's walk ended: an assign step or a wait, or none (the run ended first).
 type Walked = Option<Walk>;
 
-/// A conversation whose workflow may still move it on: the workflow, its run, its facts, the
-/// arrival (for the next request) and how many times it has moved it.
+/// A conversation whose workflow may still move it on (an overflow, a go-to when nobody can
+/// take it, the end of a wait): the workflow, its run, its facts, the arrival (for the next
+/// request), how its contact answers, and how many times it has moved it.
 #[derive(Debug, Clone)]
 struct Follow {
     workflow: usize,
     run: Run,
     facts: Facts,
     arrival: Arrival,
+    answers: Vec<u16>,
     moves: usize,
+}
+
+/// What a workflow made of a conversation: a request to route now (and the run to follow),
+/// or a wait until a virtual time, with the run to resume then.
+#[derive(Debug)]
+enum Routing {
+    Now(AssignRequest, Option<Follow>),
+    Later(i64, Follow),
 }
 
 /// How many times a workflow may move one conversation on (overflows, go-tos).
@@ -130,9 +155,9 @@ fn needing(request: &mut AssignRequest, skills: &[SkillRequirement]) {
         }
     }
 }
-/// What a walk depends on: the workflow, the channel, the language, the priority and the
-/// answers chosen.
-type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>);
+/// What a walk depends on: the workflow, the channel, the language, the priority, the
+/// answers chosen and which calendars are open ([`crate::clock::Clock::open_at`]).
+type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>, u64);
 
 struct Sim<'a> {
     setup: &'a Setup,
@@ -150,9 +175,16 @@ struct Sim<'a> {
     slots: Vec<u32>,
     walks: HashMap<WalkKey, Walked>,
     follows: HashMap<i64, Follow>,
+    paused: HashMap<i64, Follow>,
     whole: Tally,
     teams: Vec<Tally>,
     end: i64,
+    /// The instant (Unix milliseconds) of virtual time 0: workflows run in real time, so
+    /// that their calendars are read on the right dates.
+    origin: i64,
+    /// The business hours and calendars, lent to a run's facts while it advances.
+    hours: Option<Calendar>,
+    calendars: BTreeMap<i64, Calendar>,
 }
 
 impl Sim<'_> {
@@ -193,24 +225,44 @@ impl Sim<'_> {
         }
     }
 
-    /// Runs the workflow from its start for a contact who answers its questions with
-    /// `answers` (one choice per field of the setup's `answers`), to the assign step it
-    /// reaches.
-    fn walk(&self, wi: usize, a: &Arrival, answers: &[u16]) -> Walked {
-        let w = self.setup.workflows.get(wi)?;
-        let mut facts = Facts {
-            language: a.language.clone(),
-            channel: Some(a.channel),
-            priority: a.priority,
-            ..Facts::default()
-        };
-        let mut run = Run::new();
-        let mut input = Input::Start;
-        let mut now = Timestamp(0);
+    /// Advances workflow `wi`'s run at virtual time `now`, the calendars lent to the facts
+    /// (a conversation's facts do not carry copies of them).
+    fn advance_at(
+        &mut self,
+        wi: usize,
+        run: &Run,
+        input: &Input,
+        facts: &mut Facts,
+        now: i64,
+    ) -> Option<Advance> {
+        let setup = self.setup;
+        let w = setup.workflows.get(wi)?;
+        facts.hours = self.hours.take();
+        facts.calendars = std::mem::take(&mut self.calendars);
+        let adv = advance(w, run, input, facts, Timestamp(self.origin + now)).ok();
+        self.hours = facts.hours.take();
+        self.calendars = std::mem::take(&mut facts.calendars);
+        adv
+    }
+
+    /// Moves workflow `wi`'s run on from `input` at virtual time `now`, for a contact who
+    /// answers its questions with `answers` (one choice per field of the setup's `answers`),
+    /// to the assign step or the wait it reaches.
+    fn walk(
+        &mut self,
+        wi: usize,
+        mut run: Run,
+        mut input: Input,
+        mut facts: Facts,
+        answers: &[u16],
+        now: i64,
+    ) -> Walked {
+        let setup = self.setup;
+        let w = setup.workflows.get(wi)?;
         for _ in 0..64 {
-            let adv = advance(w, &run, &input, &facts, now).ok()?;
+            let adv = self.advance_at(wi, &run, &input, &mut facts, now)?;
             if let Some(settings) = apply(&mut facts, &adv.effects) {
-                return Some(Walk { settings, run: adv.run, facts });
+                return Some(Walk { stop: Stop::Assign(settings), run: adv.run, facts });
             }
             input = match &adv.run.status {
                 RunStatus::Waiting { step, until: Until::Answer { .. } } => {
@@ -227,14 +279,35 @@ impl Sim<'_> {
                     Input::Message { text }
                 }
                 RunStatus::Waiting { until: Until::Time { at }, .. } => {
-                    now = *at;
-                    Input::Timer
+                    let delay = at.0 - self.origin - now;
+                    return Some(Walk { stop: Stop::Wait(delay), run: adv.run, facts });
                 }
                 _ => return None,
             };
             run = adv.run;
         }
         None
+    }
+
+    /// A walk's stop made a routing at virtual time `now`: the assign step's request, or the
+    /// wait (its run set to wake at its end).
+    fn routed(&self, id: i64, mut f: Follow, walk: Walk, now: i64) -> Option<Routing> {
+        f.run = walk.run;
+        f.facts = walk.facts;
+        match walk.stop {
+            Stop::Assign(settings) => {
+                let r = self.request_for(&settings, id, &f.arrival, now)?;
+                Some(Routing::Now(r, Some(f)))
+            }
+            Stop::Wait(delay) => {
+                // A cached walk's wait ends `delay` after this arrival, not the first one's.
+                let at = now + delay.max(0);
+                if let RunStatus::Waiting { until: Until::Time { at: wake }, .. } = &mut f.run.status {
+                    *wake = Timestamp(self.origin + at);
+                }
+                Some(Routing::Later(at, f))
+            }
+        }
     }
 
     /// The routing core's request for an assign step's settings, for arrival `a` (the
@@ -264,36 +337,44 @@ impl Sim<'_> {
     }
 
     /// The routing core's request for an arrival, and its workflow's run (which may move it
-    /// on: an overflow, a go-to when nobody can take it).
-    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<(AssignRequest, Option<Follow>)> {
+    /// on: an overflow, a go-to when nobody can take it); or the wait its workflow begins with.
+    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<Routing> {
         let wi = self.setup.workflows.iter().position(|w| {
             w.trigger == Trigger::ConversationOpened
                 && (w.channels.is_empty() || w.channels.contains(&a.channel))
         });
         match wi {
             Some(wi) if a.team.is_none() => {
-                let key = (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec());
+                let dated = self.desk.clock.has_calendars();
+                let open = if dated { self.desk.clock.open_at(self.origin + a.at) } else { 0 };
+                // A walk stops at the first wait, so it reads the calendars at the arrival
+                // only: the key holds all it depends on.
+                let key = (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open);
                 let walk = match self.walks.get(&key) {
                     Some(w) => w.clone(),
                     None => {
-                        let w = self.walk(wi, a, answers);
+                        let facts = Facts {
+                            language: a.language.clone(),
+                            channel: Some(a.channel),
+                            priority: a.priority,
+                            ..Facts::default()
+                        };
+                        let w = self.walk(wi, Run::new(), Input::Start, facts, answers, a.at);
                         self.walks.insert(key, w.clone());
                         w
                     }
                 }?;
-                let r = self.request_for(&walk.settings, id, a, a.at)?;
                 // The run goes on with the routing's outcome: an overflow when it queues, a
                 // go-to (or the steps after) when nobody takes it.
-                Some((
-                    r,
-                    Some(Follow {
-                        workflow: wi,
-                        run: walk.run,
-                        facts: walk.facts,
-                        arrival: a.clone(),
-                        moves: 0,
-                    }),
-                ))
+                let f = Follow {
+                    workflow: wi,
+                    run: Run::new(),
+                    facts: Facts::default(),
+                    arrival: a.clone(),
+                    answers: answers.to_vec(),
+                    moves: 0,
+                };
+                self.routed(id, f, walk, a.at)
             }
             _ => {
                 let team = match &a.team {
@@ -315,35 +396,39 @@ impl Sim<'_> {
                     language: a.language.clone().filter(|_| t.match_language),
                 };
                 needing(&mut r, &a.skills);
-                Some((r, None))
+                Some(Routing::Now(r, None))
             }
         }
     }
 
     /// Moves a conversation's workflow on with `input` (an overflow's timer, the routing's
-    /// "nobody"): the next assign step's request, with the workflow kept for further moves.
-    fn follow(
-        &self,
-        mut f: Follow,
-        input: Input,
-        id: i64,
-        now: i64,
-    ) -> Option<(AssignRequest, Option<Follow>)> {
+    /// "nobody") at virtual time `now`: the next assign step's request or wait, with the
+    /// workflow kept for further moves (at most [`MOVES`]).
+    fn follow(&mut self, mut f: Follow, input: Input, id: i64, now: i64) -> Option<Routing> {
         if f.moves >= MOVES {
             return None;
         }
         f.moves += 1;
-        let w = self.setup.workflows.get(f.workflow)?;
-        let adv = advance(w, &f.run, &input, &f.facts, Timestamp(now)).ok()?;
-        let settings = apply(&mut f.facts, &adv.effects)?;
-        let r = self.request_for(&settings, id, &f.arrival, now)?;
-        f.run = adv.run;
-        Some((r, Some(f)))
+        self.go_on(f, input, id, now)
     }
 
-    /// Whether an agent is away now (the workspace's presence; agents are in id order in both).
-    fn is_away(&self, ai: usize) -> bool {
-        self.ws.snapshot.agents().get(ai).is_some_and(|a| a.presence == Presence::Away)
+    /// The run of `f` goes on from `input` at virtual time `now`, to its next routing.
+    fn go_on(&mut self, mut f: Follow, input: Input, id: i64, now: i64) -> Option<Routing> {
+        let run = std::mem::replace(&mut f.run, Run::new());
+        let facts = std::mem::take(&mut f.facts);
+        let walk = self.walk(f.workflow, run, input, facts, &f.answers, now)?;
+        self.routed(id, f, walk, now)
+    }
+
+    /// Whether an agent is away or offline now (the workspace's presence; agents are in id
+    /// order in both): a team that is not online-only still assigns to them, and the
+    /// customer waits until they are back.
+    fn is_absent(&self, ai: usize) -> bool {
+        self.ws
+            .snapshot
+            .agents()
+            .get(ai)
+            .is_some_and(|a| matches!(a.presence, Presence::Away | Presence::Offline))
     }
 
     /// The conversation goes to `agent` now: answered at once, or when the agent is back.
@@ -351,7 +436,7 @@ impl Sim<'_> {
         let Some(&ai) = self.index.get(&agent) else { return };
         let Some(c) = self.live.get_mut(&id) else { return };
         c.agent = Some(ai);
-        if self.is_away(ai) {
+        if self.is_absent(ai) {
             self.pending[ai].push(id);
         } else {
             self.start(id, ai, now);
@@ -365,7 +450,8 @@ impl Sim<'_> {
         c.started = Some(now);
         let c = *c;
         let slowed = c.handle * (1.0 + slowdown * f64::from(holding.saturating_sub(1)));
-        self.tallies(c.team, |t| t.answered(now - c.arrived, ai, c.estimate));
+        let estimate = c.estimate.map(|(e, given)| (e, now - given));
+        self.tallies(c.team, |t| t.answered(now - c.arrived, ai, estimate));
         self.push(now + slowed.max(1.0) as i64, Kind::Done(id));
     }
 
@@ -393,21 +479,53 @@ impl Sim<'_> {
                 answers.push(chosen.and_then(|c| shares.keys().position(|k| k == c)).unwrap_or(0) as u16);
             }
         }
-        let Some((request, follow)) = self.request(id, &a, &answers) else {
-            self.tallies(None, |t| {
-                t.arrived();
-                t.unassigned();
-            });
-            return;
+        let routing = self.request(id, &a, &answers);
+        let team = match &routing {
+            Some(Routing::Now(request, _)) => self.team_of(request),
+            Some(Routing::Later(..)) => None,
+            None => {
+                self.tallies(None, |t| {
+                    t.arrived();
+                    t.unassigned();
+                });
+                return;
+            }
         };
-        let team = self.team_of(&request);
         self.tallies(team, Tally::arrived);
         self.live.insert(id, Live { arrived: now, handle, estimate: None, team, agent: None, started: None });
         if let Some(p) = patience {
             // Only one still waiting then leaves (see `abandon`).
             self.push(now + p as i64, Kind::Abandon(id));
         }
-        self.place(id, request, follow, now);
+        match routing {
+            Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
+            Some(Routing::Later(at, f)) => self.pause(id, at, f),
+            None => {}
+        }
+    }
+
+    /// The conversation's workflow waits until `at`: it is routed then (unless the customer
+    /// has left). A wait ending after the simulation's end leaves it unanswered.
+    fn pause(&mut self, id: i64, at: i64, f: Follow) {
+        if at <= self.end + AFTER_MILLIS {
+            self.paused.insert(id, f);
+            self.push(at, Kind::Resume(id));
+        }
+    }
+
+    /// A workflow's wait is over: its run goes on, to an assign step or another wait.
+    fn resume(&mut self, id: i64, now: i64) {
+        let Some(f) = self.paused.remove(&id) else { return };
+        let Some(team) = self.live.get(&id).map(|c| c.team) else { return };
+        // The end of a wait is not a move: a workflow may look at its calendar all weekend.
+        match self.go_on(f, Input::Timer, id, now) {
+            Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
+            Some(Routing::Later(at, f)) => self.pause(id, at, f),
+            None => {
+                self.live.remove(&id);
+                self.tallies(team, Tally::unassigned);
+            }
+        }
     }
 
     /// Opens the live conversation `id` with `request` and carries out the outcome: assigned,
@@ -451,15 +569,14 @@ impl Sim<'_> {
                     };
                     let position = self.ws.queue(key).len() as u32;
                     if let Some(c) = self.live.get_mut(&id) {
-                        c.estimate = estimate_wait(position, throughput);
+                        c.estimate = estimate_wait(position, throughput).map(|e| (e, now));
                     }
                 }
                 // The workflow hears it waits: an overflow watch is set.
-                let watched = follow.and_then(|f| {
-                    let w = self.setup.workflows.get(f.workflow)?;
-                    let adv = advance(w, &f.run, &Input::Queued, &f.facts, Timestamp(now)).ok()?;
+                let watched = follow.and_then(|mut f| {
+                    let adv = self.advance_at(f.workflow, &f.run, &Input::Queued, &mut f.facts, now)?;
                     let at = adv.run.watches.iter().find_map(|x| match x {
-                        Watch::Overflow { at, .. } => Some(at.0),
+                        Watch::Overflow { at, .. } => Some(at.0 - self.origin),
                         _ => None,
                     })?;
                     Some((at, Follow { run: adv.run, ..f }))
@@ -473,7 +590,8 @@ impl Sim<'_> {
                 let _ = self.ws.close(ConversationId(id), ctx);
                 self.ws.forget(ConversationId(id));
                 match follow.and_then(|f| self.follow(f, Input::Unassigned, id, now)) {
-                    Some((request, follow)) => self.place(id, request, follow, now),
+                    Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
+                    Some(Routing::Later(at, f)) => self.pause(id, at, f),
                     None => {
                         self.live.remove(&id);
                         self.tallies(team, Tally::unassigned);
@@ -489,11 +607,14 @@ impl Sim<'_> {
         if self.live.get(&id).is_none_or(|c| c.agent.is_some() || c.started.is_some()) {
             return;
         }
-        let Some((request, follow)) = self.follow(f, Input::Timer, id, now) else { return };
+        let Some(routing) = self.follow(f, Input::Timer, id, now) else { return };
         let Ok(drained) = self.ws.close(ConversationId(id), context(now)) else { return };
         self.ws.forget(ConversationId(id));
         self.drained(drained, now);
-        self.place(id, request, follow, now);
+        match routing {
+            Routing::Now(request, follow) => self.place(id, request, follow, now),
+            Routing::Later(at, f) => self.pause(id, at, f),
+        }
     }
 
     fn done(&mut self, id: i64, now: i64) {
@@ -535,7 +656,7 @@ impl Sim<'_> {
         if let Ok(drained) = self.ws.set_presence(id, p, context(now)) {
             self.drained(drained, now);
         }
-        if !self.is_away(ai) && p != Presence::Offline {
+        if !self.is_absent(ai) {
             for waiting in std::mem::take(&mut self.pending[ai]) {
                 self.start(waiting, ai, now);
             }
@@ -566,6 +687,10 @@ pub fn run(
     plan: Option<Strategy>,
     mut progress: impl FnMut(f64),
 ) -> RunOutcome {
+    // A dated trace is replayed from the Monday of its week in the desk's zone
+    // (`crate::compare` has done it once already; then this is a no-op).
+    let zoned = trace.and_then(|t| desk.clock.zoned(t));
+    let trace = zoned.as_ref().or(trace);
     // A trace covers `hours`, or with none the days up to the midnight after its last
     // arrival.
     let end = match trace {
@@ -623,9 +748,13 @@ pub fn run(
         slots: team_members.iter().map(|m| m.iter().map(|i| desk.agents[*i].agent.max_open).sum()).collect(),
         walks: HashMap::new(),
         follows: HashMap::new(),
+        paused: HashMap::new(),
         whole: Tally::new((0..n).collect(), n, setup.target_seconds),
         teams: team_members.iter().map(|m| Tally::new(m.clone(), n, setup.target_seconds)).collect(),
         end,
+        origin: desk.clock.origin(trace),
+        hours: desk.clock.hours.clone(),
+        calendars: desk.clock.calendars.clone(),
     };
     for ai in 0..n {
         if let Some(&(t, _)) = sim.timelines[ai].1.first() {
@@ -681,6 +810,7 @@ pub fn run(
             Kind::Done(id) => sim.done(id, now),
             Kind::Abandon(id) => sim.abandon(id, now),
             Kind::Overflow(id) => sim.overflow(id, now),
+            Kind::Resume(id) => sim.resume(id, now),
             Kind::Presence(ai) => {
                 if now >= sim.end && sim.live.is_empty() {
                     break;

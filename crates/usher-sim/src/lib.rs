@@ -6,14 +6,16 @@
 //! arrivals with a rate per hour of the week and a mix of channels, languages, priorities and
 //! needed skills; handling per channel and patience drawn from distributions) or a recorded
 //! [`trace`], on a desk of teams and agents with caps, daily limits, weights, skills,
-//! languages, shifts and breaks ([`desk`]), once as configured or once per strategy compared,
-//! and reports what customers and agents would live through, for the desk and each team
-//! ([`report::Outcome`]). [`erlang`] gives the classical M/M/N answer, against which the
+//! languages, shifts and breaks ([`desk`]), in the desk's time zone with its business hours
+//! and calendars read on the simulated dates ([`clock`]), once as configured or once per
+//! strategy compared, and reports what customers and agents would live through, for the desk
+//! and each team ([`report::Outcome`]). [`erlang`] gives the classical M/M/N answer, against which the
 //! simulation is validated, and the staffing advice: the fewest agents Erlang C says meet the
 //! service goal, confirmed by simulating that many and one fewer.
 //!
 //! Everything is deterministic: the same setup and seed give the same report, byte for byte.
 
+pub mod clock;
 pub mod desk;
 pub mod engine;
 pub mod erlang;
@@ -258,6 +260,9 @@ pub fn compare(
     mut progress: impl FnMut(f64),
 ) -> Result<Report, SetupError> {
     let desk = check(setup, trace)?;
+    // A dated trace is replayed from the Monday of its week in the desk's time zone.
+    let zoned = trace.and_then(|t| desk.clock.zoned(t));
+    let trace = zoned.as_ref().or(trace);
     let runs = plans.len() + if advise { 2 } else { 0 };
     let mut done = 0usize;
     let step = |done: usize| move |p: f64| (done as f64 + p) / runs.max(1) as f64;

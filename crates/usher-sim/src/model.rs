@@ -5,11 +5,13 @@
 //! channels), groups of agents (caps, per-channel caps, daily limits, weights, skills,
 //! languages, shifts and breaks), the traffic's mix of channels, languages, priorities and
 //! needed skills, handling times per channel, and the workflows whose assign steps route each
-//! arrival. A recorded trace ([`crate::trace`]) can replace the synthetic arrivals.
+//! arrival, with the time zone, business hours and calendars they read ([`crate::clock`]). A
+//! recorded trace ([`crate::trace`]) can replace the synthetic arrivals.
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use usher_core::calendar::CalendarSpec;
 pub use usher_core::calendar::Weekday;
 use usher_core::model::{Channel, Presence, Priority, Strategy};
 use usher_workflow::Workflow;
@@ -166,6 +168,23 @@ pub struct Setup {
     /// The seed: the same seed gives the same report, byte for byte.
     #[serde(default = "seed")]
     pub seed: u64,
+    /// The desk's time zone (IANA, e.g. `Europe/Berlin`; default UTC): the hours of the
+    /// week, shifts and midnights are its local time, and a trace's RFC 3339 times are read
+    /// in it (see [`crate::clock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// A date (`YYYY-MM-DD`) in the week the simulation starts: it starts on that week's
+    /// Monday, 00:00, which is what the calendars' holidays and exceptions are matched
+    /// against (default 2027-01-04; a trace in RFC 3339 starts in its own first week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// The workspace's business hours, a calendar as `POST /v1/calendars` takes it: what a
+    /// workflow's `within_hours` condition without a calendar reads (none: always open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<CalendarSpec>,
+    /// Other calendars by id, for the conditions that name one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calendars: BTreeMap<i64, CalendarSpec>,
 }
 
 impl Default for Setup {
@@ -193,6 +212,10 @@ impl Default for Setup {
             service_goal: 0.8,
             default_handle_seconds: 300,
             seed: 1,
+            time_zone: None,
+            start: None,
+            business_hours: None,
+            calendars: BTreeMap::new(),
         }
     }
 }
@@ -504,10 +527,12 @@ impl Setup {
         if total > u64::from(MAX_AGENTS) {
             return bad(format!("at most {MAX_AGENTS} agents in all"));
         }
+        crate::clock::Clock::of(self)?;
         let desk = crate::desk::Desk::build(self);
         let directory = usher_workflow::Directory {
             teams: desk.teams.iter().map(|t| t.id.0).collect(),
             agents: desk.agents.iter().map(|a| a.agent.id.0).collect(),
+            calendars: self.calendars.keys().copied().collect(),
             ..usher_workflow::Directory::default()
         };
         for w in &self.workflows {

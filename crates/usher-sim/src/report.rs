@@ -147,13 +147,15 @@ impl Tally {
         self.last_queue = queue;
     }
 
-    pub(crate) fn answered(&mut self, waited: i64, agent: usize, estimate: Option<u64>) {
+    /// Answered after waiting `waited` milliseconds since its arrival; `estimate` is the
+    /// queue's estimate (seconds) and the wait in the queue that followed it (milliseconds).
+    pub(crate) fn answered(&mut self, waited: i64, agent: usize, estimate: Option<(u64, i64)>) {
         self.waits.push(waited);
         if let Some(n) = self.per_agent.get_mut(agent) {
             *n += 1;
         }
-        if let Some(e) = estimate {
-            self.estimate_errors.push(e as f64 - waited as f64 / 1000.0);
+        if let Some((e, followed)) = estimate {
+            self.estimate_errors.push(e as f64 - followed as f64 / 1000.0);
         }
     }
 

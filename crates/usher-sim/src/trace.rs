@@ -9,8 +9,9 @@
 //! ```
 //!
 //! - `arrived_at`: RFC 3339, or seconds since the start of the simulation. Times in RFC 3339
-//!   are read in UTC and replayed from the Monday 00:00 UTC of the first arrival's week, so
-//!   that the hours of the week (rates, shifts) line up with the record.
+//!   are replayed from the Monday 00:00 of the first arrival's week in the desk's time zone
+//!   (the setup's `time_zone`, UTC by default; see [`crate::clock`]), so that the hours of
+//!   the week (rates, shifts) and the calendars line up with the record.
 //! - `channel` (default `web_chat`), `priority` (default `normal`): as the API spells them.
 //! - `skills`: needed skills separated by `;`, each `name` or `name:level` (level 1-5).
 //! - `handle_seconds`: how long the conversation took to handle; empty: drawn from the
@@ -47,8 +48,11 @@ pub struct Arrival {
 /// A trace read: arrivals in time order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trace {
-    /// The arrivals.
+    /// The arrivals, in time order.
     pub arrivals: Vec<Arrival>,
+    /// For a trace in RFC 3339: the instant (Unix milliseconds) its virtual time 0 stands
+    /// for (see [`crate::clock::Clock::zoned`]). None: its times are virtual already.
+    pub origin: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +165,7 @@ pub fn parse(text: &str) -> Result<Trace, SetupError> {
             message: "arrived_at is RFC 3339 on some lines and seconds on others".into(),
         });
     }
+    let dated = absolute.iter().any(|r| r.0.is_some());
     let first = absolute.iter().filter_map(|r| r.0).min().unwrap_or(0);
     let base = (first + MONDAY_OFFSET).div_euclid(WEEK_MILLIS) * WEEK_MILLIS - MONDAY_OFFSET;
     let mut arrivals: Vec<Arrival> = absolute
@@ -175,10 +180,15 @@ pub fn parse(text: &str) -> Result<Trace, SetupError> {
         })
         .collect();
     arrivals.sort_by_key(|a| a.at);
-    Ok(Trace { arrivals })
+    Ok(Trace { arrivals, origin: dated.then_some(base) })
 }
 
 impl Trace {
+    /// The instant of the first arrival, for a trace in RFC 3339.
+    pub fn first_instant(&self) -> Option<i64> {
+        Some(self.origin? + self.arrivals.first()?.at)
+    }
+
     /// When the last arrival came, milliseconds.
     pub fn span_millis(&self) -> i64 {
         self.arrivals.last().map_or(0, |a| a.at)

@@ -7,6 +7,7 @@
 
 use serde_json::json;
 use usher_core::model::Strategy;
+use usher_core::queue::{estimate_wait, Throughput};
 use usher_sim::model::Setup;
 use usher_sim::report::Outcome;
 use usher_sim::trace::{parse, Trace};
@@ -362,4 +363,133 @@ fn a_workflow_go_to_when_nobody_can_take_it_is_followed() {
     let o = replay(&left, "arrived_at\n0\n10\n", &[None]).strategies[0].outcome.clone();
     assert_eq!((o.answered, o.unassigned), (1, 1));
     counted_once(&o);
+}
+
+/// Monday to Friday, 09:00 to 17:00 in Berlin; Tuesday 5 January 2027 a holiday.
+fn berlin_office() -> serde_json::Value {
+    json!({
+        "time_zone": "Europe/Berlin",
+        "weekly": { "mon": [["09:00", "17:00"]], "tue": [["09:00", "17:00"]], "wed": [["09:00", "17:00"]],
+                    "thu": [["09:00", "17:00"]], "fri": [["09:00", "17:00"]] },
+        "holidays": [{ "date": "2027-01-05", "name": "Epiphany eve" }]
+    })
+}
+
+#[test]
+fn a_workflow_reads_the_business_hours_on_the_dates_of_the_trace() {
+    // Open: to the team; closed: an away message and nothing more.
+    let s = setup(json!({
+        "handle": { "kind": "fixed", "seconds": 60 },
+        "time_zone": "Europe/Berlin",
+        "business_hours": berlin_office(),
+        "teams": [{ "name": "Support" }],
+        "staff": [{ "name": "Ana" }],
+        "workflows": [{ "name": "hours", "trigger": { "kind": "conversation_opened" }, "start": "hours", "steps": {
+            "hours": { "kind": "branch", "branches": [{ "when": { "within_hours": { "open": true } }, "next": "assign" }],
+                       "otherwise": "away" },
+            "away": { "kind": "send_message", "text": "We are closed." },
+            "assign": { "kind": "assign", "team": 1 }
+        } }]
+    }));
+    let trace = "arrived_at\n\
+                 2027-01-04T07:30:00Z\n\
+                 2027-01-04T08:30:00Z\n\
+                 2027-01-04T15:59:00Z\n\
+                 2027-01-04T16:00:00Z\n\
+                 2027-01-05T10:00:00Z\n\
+                 2027-01-09T10:00:00Z\n";
+    // In Berlin (UTC+1) 09:30 and 16:59 are open; 08:30 is not yet, 17:00 no longer, the
+    // holiday and the Saturday not at all.
+    let o = replay(&s, trace, &[None]).strategies[0].outcome.clone();
+    assert_eq!((o.arrived, o.answered, o.unassigned), (6, 2, 4), "{o:?}");
+    counted_once(&o);
+    // Without business hours, every one is routed.
+    let mut always = s.clone();
+    always.business_hours = None;
+    let o = replay(&always, trace, &[None]).strategies[0].outcome.clone();
+    assert_eq!((o.answered, o.unassigned), (6, 0));
+}
+
+#[test]
+fn a_dated_trace_is_replayed_in_the_desks_time_zone() {
+    // Ana's shift starts at 09:00 desk time. A customer at 08:30 UTC is at 09:30 in Berlin
+    // (answered at once) but half an hour early in UTC.
+    let desk = |zone: &str| {
+        setup(json!({
+            "handle": { "kind": "fixed", "seconds": 60 },
+            "time_zone": zone,
+            "teams": [{ "name": "Support", "only_online": false }],
+            "staff": [{ "name": "Ana", "shifts": [{ "days": ["mon"], "start": "09:00", "end": "17:00" }] }]
+        }))
+    };
+    let trace = "arrived_at\n2027-01-04T08:30:00Z\n";
+    let berlin = replay(&desk("Europe/Berlin"), trace, &[None]).strategies[0].outcome.clone();
+    assert_eq!((berlin.answered, berlin.wait_p99_seconds), (1, 0.0), "{berlin:?}");
+    let utc = replay(&desk("UTC"), trace, &[None]).strategies[0].outcome.clone();
+    assert_eq!((utc.answered, utc.wait_p99_seconds), (1, 1_800.0), "{utc:?}");
+}
+
+#[test]
+fn a_workflow_waiting_for_the_hours_routes_when_they_open_and_customers_may_leave_first() {
+    // The business_hours_away template's shape: closed, an away message, then a check every
+    // 15 minutes; calendar 7 is the team's.
+    let s = setup(json!({
+        "handle": { "kind": "fixed", "seconds": 600 },
+        "time_zone": "Europe/Berlin",
+        "calendars": { "7": berlin_office() },
+        "teams": [{ "name": "Support" }],
+        "staff": [{ "name": "Ana" }],
+        "workflows": [{ "name": "away", "trigger": { "kind": "conversation_opened" }, "start": "hours", "steps": {
+            "hours": { "kind": "branch", "branches": [{ "when": { "within_hours": { "calendar": 7, "open": true } }, "next": "assign" }],
+                       "otherwise": "away" },
+            "away": { "kind": "send_message", "text": "We open at 09:00.", "next": "wait" },
+            "wait": { "kind": "wait", "minutes": 15, "next": "check" },
+            "check": { "kind": "branch", "branches": [{ "when": { "within_hours": { "calendar": 7, "open": true } }, "next": "assign" }],
+                       "otherwise": "wait" },
+            "assign": { "kind": "assign", "team": 1 }
+        } }]
+    }));
+    // 07:00 Berlin, patience 5 minutes: gone before the first check. 08:50: checked at 09:05,
+    // answered then (900 s). 09:30: Ana is free again (09:15), answered at once. Friday
+    // 16:55: open, answered at once. Friday 17:05: closed, checked every 15 minutes until
+    // Monday 09:05, a wait of 64 hours.
+    let trace = "arrived_at,patience_seconds\n\
+                 2027-01-04T06:00:00Z,300\n\
+                 2027-01-04T07:50:00Z,\n\
+                 2027-01-04T08:30:00Z,\n\
+                 2027-01-08T16:05:00Z,\n\
+                 2027-01-08T15:55:00Z,\n";
+    let r = replay(&s, trace, &[None]);
+    let o = &r.strategies[0].outcome;
+    assert_eq!((o.arrived, o.answered, o.abandoned, o.unassigned), (5, 4, 1, 0), "{o:?}");
+    counted_once(o);
+    // Waits: 900, 0, 0 (15:55 UTC is 16:55, open) and Friday 17:05 to Monday 09:05.
+    let weekend = (2 * 24 * 3_600 + 16 * 3_600) as f64;
+    assert_eq!(o.wait_p99_seconds, weekend, "{o:?}");
+    assert!((o.wait_mean_seconds - (900.0 + weekend) / 4.0).abs() < 1e-6, "{o:?}");
+    // The queue's estimate is judged against the wait in the queue, not the night before
+    // it: 08:50 and 08:51 both wake at 09:05 and 09:06; the second queues behind the first
+    // (done at 09:15), 540 s in the queue after 15 minutes in the workflow.
+    let o = replay(&s, "arrived_at\n2027-01-04T07:50:00Z\n2027-01-04T07:51:00Z\n", &[None]).strategies[0]
+        .outcome
+        .clone();
+    assert_eq!((o.answered, o.wait_p99_seconds), (2, 1_440.0), "{o:?}");
+    let throughput =
+        Throughput { releases: 0, window_seconds: 900, serving_slots: 1, default_handle_seconds: 300 };
+    let estimate = estimate_wait(1, throughput).unwrap() as f64;
+    assert_eq!(o.estimate_mean_error_seconds, estimate - 540.0, "{o:?}");
+    // A calendar that never opens: the workflow looks every 15 minutes until a week after
+    // the end, and the customer (who would wait for ever) is counted unanswered.
+    let mut never = s.clone();
+    never.calendars.insert(7, serde_json::from_value(json!({ "time_zone": "Europe/Berlin" })).unwrap());
+    never.patience = None;
+    let o = replay(&never, "arrived_at\n2027-01-04T07:50:00Z\n", &[None]).strategies[0].outcome.clone();
+    assert_eq!((o.arrived, o.answered, o.unanswered), (1, 0, 1), "{o:?}");
+    // A calendar no setup names is refused.
+    let mut unknown = s.clone();
+    unknown.calendars.clear();
+    let err = usher_sim::compare(&unknown, Some(&parse(trace).unwrap()), &[None], false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workflow \"away\" is not valid"), "{err}");
 }

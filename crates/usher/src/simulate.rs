@@ -209,8 +209,8 @@ fn setup(args: &SimulateArgs) -> Result<(Setup, Option<Trace>)> {
     Ok((s, trace))
 }
 
-/// Replaces the setup's desk with a workspace's: teams, agents and the enabled, published
-/// workflows, as the server would route with them.
+/// Replaces the setup's desk with a workspace's: teams, agents, the enabled, published
+/// workflows, the time zone and the calendars, as the server would route with them.
 async fn import(args: &SimulateArgs, s: &mut Setup) -> Result<()> {
     let url = match (&args.database, &args.data) {
         (Some(url), _) => url.clone(),
@@ -219,7 +219,7 @@ async fn import(args: &SimulateArgs, s: &mut Setup) -> Result<()> {
     };
     let store = Store::connect(&url).await.context("connecting to the database")?;
     let ws = args.workspace;
-    store.workspace(ws).await.with_context(|| format!("reading workspace {ws}"))?;
+    let workspace = store.workspace(ws).await.with_context(|| format!("reading workspace {ws}"))?;
     let now = usher_server::now_millis();
     let teams = store.teams(ws).await?;
     let agents = store.agents(ws, now).await?;
@@ -257,6 +257,12 @@ async fn import(args: &SimulateArgs, s: &mut Setup) -> Result<()> {
         })
         .collect();
     s.workflows = store.published_workflows(ws).await?;
+    // The workspace's clock and calendars, as the run worker reads them: its hours are the
+    // first calendar (by id) that belongs to no team.
+    s.time_zone = Some(workspace.time_zone);
+    let calendars = store.calendars(ws, now).await?;
+    s.business_hours = calendars.iter().find(|c| c.team.is_none()).map(|c| c.spec.clone());
+    s.calendars = calendars.into_iter().map(|c| (c.id, c.spec)).collect();
     if let Some(t) = teams.first() {
         s.default_handle_seconds = t.default_handle_seconds;
     }

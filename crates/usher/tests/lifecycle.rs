@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // unique names for scratch folders, not routing time
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +148,7 @@ fn simulate_is_deterministic_writes_its_report_and_refuses_a_bad_setup() {
 
 /// `usher simulate` on the example desk with its recorded week, and on a running
 /// workspace's own desk: imported from its database, it is run as configured (its teams,
-/// agents and published workflow), by the names the API gives them.
+/// agents, published workflow, time zone and calendars), by the names the API gives them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_replays_a_trace_and_imports_a_workspace() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/simulation");
@@ -176,6 +176,16 @@ async fn simulate_replays_a_trace_and_imports_a_workspace() {
         .map(|t| t["team"].as_str().unwrap())
         .collect();
     assert_eq!(teams, ["Support", "Soporte"]);
+    // The office examples (business hours, a workflow that waits for them): the same three
+    // agents over longer hours answer more, as the README's walk-through says.
+    let answered = |file: &str| {
+        let (ok, out, err) = simulate(&["--config", &examples.join(file).display().to_string(), "--json"]);
+        assert!(ok, "{err}");
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["setup"]["time_zone"], "Europe/Berlin");
+        r["strategies"][0]["outcome"]["answered"].as_u64().unwrap()
+    };
+    assert!(answered("office-late.json") > answered("office.json"));
     // A broken trace is refused with its line.
     let dir = temp_dir();
     let bad = dir.join("bad.csv");
@@ -204,15 +214,10 @@ async fn simulate_replays_a_trace_and_imports_a_workspace() {
     let s = Server { child: Some(child), base: format!("http://127.0.0.1:{port}") };
     ready(&s).await;
     let http = reqwest::Client::new();
-    let agents: Value = http
-        .get(format!("{}/v1/agents", s.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = |r: reqwest::RequestBuilder| async move {
+        r.bearer_auth(TOKEN).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let agents = answer(http.get(format!("{}/v1/agents", s.base))).await;
     let mut names: Vec<String> = agents["agents"]
         .as_array()
         .unwrap()
@@ -220,6 +225,11 @@ async fn simulate_replays_a_trace_and_imports_a_workspace() {
         .map(|a| a["name"].as_str().unwrap().to_string())
         .collect();
     names.sort();
+    // The workspace's business hours: a calendar of no team.
+    let hours =
+        json!({ "name": "Office", "time_zone": "Europe/Berlin", "weekly": { "mon": [["09:00", "17:00"]] } });
+    let calendar = answer(http.post(format!("{}/v1/calendars", s.base)).json(&hours)).await;
+    let calendar_id = calendar["id"].as_i64().expect("a calendar");
     let (ok, out, err) = simulate(&[
         "--data",
         &data.display().to_string(),
@@ -236,6 +246,9 @@ async fn simulate_replays_a_trace_and_imports_a_workspace() {
     simulated.sort();
     assert_eq!(simulated, names, "the workspace's agents");
     assert!(!report["setup"]["workflows"].as_array().unwrap().is_empty(), "its published workflow routes");
+    assert_eq!(report["setup"]["time_zone"], "UTC", "the workspace's time zone");
+    assert_eq!(report["setup"]["business_hours"]["time_zone"], "Europe/Berlin", "its hours");
+    assert_eq!(report["setup"]["calendars"][calendar_id.to_string()]["weekly"]["mon"][0][0], "09:00");
     let run = &report["strategies"][0];
     assert_eq!(run["name"], "configured");
     let teams: Vec<&str> =
