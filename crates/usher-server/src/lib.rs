@@ -94,7 +94,8 @@ pub const PRESENCE_SWEEP_EVERY: u32 = 4;
 
 /// Starts the task that steps due workflow runs (timers that fire, effects left pending by a
 /// crash) and, every [`PRESENCE_SWEEP_EVERY`] rounds, turns away agents whose console has
-/// been gone longer than the grace period. Several nodes may run one each; a run is taken by
+/// been gone longer than the grace period and starts a new day for agents whose daily limit
+/// held them back (their queues are drained after midnight). Several nodes may run one each; a run is taken by
 /// one of them at a time.
 pub fn spawn_run_worker(store: Store, presence_grace: Arc<AtomicI64>) {
     tokio::spawn(async move {
@@ -115,6 +116,14 @@ pub fn spawn_run_worker(store: Store, presence_grace: Arc<AtomicI64>) {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "presence sweep failed; it runs again shortly"),
+                }
+                match store.start_new_days(now).await {
+                    Ok(started) => {
+                        for (ws, agent) in started {
+                            tracing::info!(workspace = ws, agent, "daily limit: a new day; queues drained");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "new-day drain failed; it runs again shortly"),
                 }
             }
             match store.due_runs(now).await {

@@ -256,21 +256,47 @@ struct Work {
 impl Store {
     /// The workspace's time zone and the decision context at `now`.
     pub(crate) async fn context(&self, tx: &mut Tx, ws: i64, now: Millis) -> Result<Context, StoreError> {
-        let known = self.time_zones.read().ok().and_then(|m| m.get(&ws).copied());
-        if let Some(tz) = known {
-            return Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) });
-        }
-        let row = query("SELECT time_zone FROM workspaces WHERE id = $1")
-            .bind(ws)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("workspace {ws}")))?;
+        let tz = match self.known_time_zone(ws) {
+            Some(tz) => tz,
+            None => {
+                let row = query("SELECT time_zone FROM workspaces WHERE id = $1")
+                    .bind(ws)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                self.remember_time_zone(ws, row)?
+            }
+        };
+        Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) })
+    }
+
+    /// The day `now` falls on in the workspace's time zone, read outside a transaction.
+    async fn today(&self, ws: i64, now: Millis) -> Result<Day, StoreError> {
+        let tz = match self.known_time_zone(ws) {
+            Some(tz) => tz,
+            None => {
+                let row = query("SELECT time_zone FROM workspaces WHERE id = $1")
+                    .bind(ws)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                self.remember_time_zone(ws, row)?
+            }
+        };
+        Ok(local_day(Timestamp(now), tz))
+    }
+
+    fn known_time_zone(&self, ws: i64) -> Option<chrono_tz::Tz> {
+        self.time_zones.read().ok().and_then(|m| m.get(&ws).copied())
+    }
+
+    /// Reads a workspace's time zone from its row and keeps it.
+    fn remember_time_zone(&self, ws: i64, row: Option<Row>) -> Result<chrono_tz::Tz, StoreError> {
+        let row = row.ok_or_else(|| StoreError::not_found(format!("workspace {ws}")))?;
         let tz =
             parse_time_zone(&row.try_get::<String, _>(0)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if let Ok(mut m) = self.time_zones.write() {
             m.insert(ws, tz);
         }
-        Ok(Context { now: Timestamp(now), today: local_day(Timestamp(now), tz) })
+        Ok(tz)
     }
 
     /// Locks the scope and loads it as a snapshot: the teams (ascending), then their members
@@ -1354,6 +1380,63 @@ impl Store {
         self.save(tx, &snapshot, &after).await?;
         events.extend(work.events);
         Ok(())
+    }
+
+    /// A new day for the agents whose daily limit held them back on an earlier one (in their
+    /// workspace's time zone): the queues they serve are drained for them at once, rather than
+    /// at the next event, and their stored count is set to today's zero, so that each is
+    /// started once a day. Run by every node's worker; two nodes doing it at once drain once
+    /// (the drain works under the scope's locks). Answers `(workspace, agent)` for each agent
+    /// started.
+    pub async fn start_new_days(&self, now: Millis) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = query(
+            "SELECT workspace_id, id, received_day FROM agents \
+             WHERE daily_limit IS NOT NULL AND received_count >= daily_limit ORDER BY workspace_id, id LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_workspace: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+        for r in &rows {
+            by_workspace.entry(r.try_get(0)?).or_default().push((r.try_get(1)?, r.try_get(2)?));
+        }
+        let mut started = Vec::new();
+        for (ws, agents) in by_workspace {
+            let done = retrying!(self.start_new_day_once(ws, &agents, now).await)?;
+            started.extend(done.into_iter().map(|a| (ws, a)));
+        }
+        Ok(started)
+    }
+
+    /// [`Store::start_new_days`] for one workspace's agents `(id, day of their count)`.
+    async fn start_new_day_once(
+        &self,
+        ws: i64,
+        agents: &[(i64, i64)],
+        now: Millis,
+    ) -> Result<Vec<i64>, StoreError> {
+        // Agents at their limit today are the common case: found out without a transaction.
+        let today = i64::from(self.today(ws, now).await?.0);
+        let behind: Vec<i64> = agents.iter().filter(|(_, day)| *day < today).map(|(id, _)| *id).collect();
+        if behind.is_empty() {
+            return Ok(behind);
+        }
+        let mut tx = self.begin().await?;
+        // The drain takes the locks in the order every command does; a count from an
+        // earlier day already counts as zero in it. Only then is the stored count rewritten.
+        let mut events = Vec::new();
+        self.drain_for_agents(&mut tx, ws, &behind, now, &mut events).await?;
+        for id in &behind {
+            query(
+                "UPDATE agents SET received_day = $1, received_count = 0 WHERE id = $2 AND received_day < $1",
+            )
+            .bind(today)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_events(&mut tx, ws, now, &events).await?;
+        tx.commit().await?;
+        Ok(behind)
     }
 
     /// The decisions taken for a conversation, oldest first.

@@ -91,6 +91,9 @@ scenarios! {
     presence_follows_the_console_with_a_grace_period => sqlite_presence_follows_the_console_with_a_grace_period, postgres_presence_follows_the_console_with_a_grace_period;
     inbound_messages_race_into_one_conversation => sqlite_inbound_messages_race_into_one_conversation, postgres_inbound_messages_race_into_one_conversation;
     a_trace_too_long_is_refused_not_cut => sqlite_a_trace_too_long_is_refused_not_cut, postgres_a_trace_too_long_is_refused_not_cut;
+    a_new_day_drains_the_queues_daily_limits_held_back =>
+        sqlite_a_new_day_drains_the_queues_daily_limits_held_back,
+        postgres_a_new_day_drains_the_queues_daily_limits_held_back;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2812,4 +2815,44 @@ async fn a_trace_too_long_is_refused_not_cut(db: Db) {
     expect_invalid(s.traffic_trace(ws, period, None, 2).await, "trace_too_long");
     let later = Period::new(T0 + 500, T0 + 3_600_000, 60_000).expect("period");
     assert_eq!(s.traffic_trace(ws, later, Some(t), 2).await.expect("two in the later period").len(), 2);
+}
+
+/// An agent at its daily limit takes the queue again at midnight in the workspace's time
+/// zone, without waiting for another event; before midnight, and once done, nothing happens.
+async fn a_new_day_drains_the_queues_daily_limits_held_back(db: Db) {
+    let s = &db.store;
+    // Tokyo: T0 (08:00 UTC) is 17:00 there; midnight comes at 15:00 UTC.
+    let ws = s.create_workspace("W", "Asia/Tokyo", T0).await.expect("workspace").id;
+    let t = team(s, ws, &new_team("T", Strategy::LeastOpen, WhenNobody::Queue)).await;
+    let mut limited = new_agent("A", &[t], 5, Presence::Online);
+    limited.daily_limit = Some(1);
+    let a = agent(s, ws, &limited).await;
+    let other = workspace(s, "Other").await;
+    let ot = team(s, other, &new_team("T", Strategy::LeastOpen, WhenNobody::Queue)).await;
+    agent(s, other, &new_agent("B", &[ot], 5, Presence::Online)).await;
+    assert_eq!(open(s, ws, &new_conv(Some(t), "c1"), T0).await.assignee, Some(a));
+    let c2 = open(s, ws, &new_conv(Some(t), "c2"), T0 + 1_000).await;
+    assert_eq!(c2.status, Status::Queued, "the daily limit holds");
+    let hour = 3_600_000;
+    assert_eq!(s.start_new_days(T0 + 6 * hour).await.expect("sweep"), vec![], "23:00 in Tokyo");
+    assert_eq!(conv(s, ws, c2.id, T0 + 6 * hour).await.status, Status::Queued);
+    let midnight = T0 + 7 * hour;
+    assert_eq!(s.start_new_days(midnight + 1).await.expect("sweep"), vec![(ws, a)]);
+    let c2 = conv(s, ws, c2.id, midnight + 1).await;
+    assert_eq!((c2.status, c2.assignee), (Status::Assigned, Some(a)), "taken after midnight");
+    assert!(all_events(s, ws)
+        .await
+        .iter()
+        .any(|e| e.kind == "conversation.assigned" && e.conversation == Some(c2.id)));
+    // The agent has received one today: at its limit again, but for today; nothing to do.
+    assert_eq!(s.start_new_days(midnight + 60_000).await.expect("sweep"), vec![]);
+    // Held back with an empty queue: started once, then left alone.
+    let c3 = open(s, ws, &new_conv(Some(t), "c3"), midnight + 120_000).await;
+    assert_eq!(c3.status, Status::Queued);
+    s.close(ws, c3.id, midnight + 180_000).await.expect("close");
+    let next = midnight + 24 * hour;
+    assert_eq!(s.start_new_days(next).await.expect("sweep"), vec![(ws, a)]);
+    assert_eq!(s.start_new_days(next + 1_000).await.expect("sweep"), vec![]);
+    assert_eq!(s.agent(ws, a, next).await.expect("agent").received_today, 0);
+    audit_clean(s, ws).await;
 }
