@@ -60,12 +60,13 @@ async fn build(s: &AppState, caller: &Caller, q: &ReportQuery) -> ApiResult<Repo
 
 /// The trace's CSV, in the columns `usher simulate --trace` reads (see `usher_sim::trace`).
 pub fn trace_csv(rows: &[TraceRow]) -> String {
-    let mut out =
-        String::from("arrived_at,channel,language,skills,priority,handle_seconds,team,patience_seconds\n");
+    let mut out = String::from(
+        "arrived_at,channel,language,skills,priority,handle_seconds,team,patience_seconds,contact\n",
+    );
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             r.arrived_at,
             csv_field(&r.channel),
             csv_field(r.language.as_deref().unwrap_or_default()),
@@ -73,7 +74,8 @@ pub fn trace_csv(rows: &[TraceRow]) -> String {
             csv_field(&r.priority),
             opt(r.handle_seconds),
             csv_field(r.team.as_deref().unwrap_or_default()),
-            opt(r.patience_seconds)
+            opt(r.patience_seconds),
+            r.contact
         );
     }
     out

@@ -2479,6 +2479,8 @@ async fn reports_count_time_and_spread_the_work_and_export_csv_and_svg(t: TestAp
     let gone = t.open(night, "r4").await;
     assert_eq!(gone["status"], "queued", "nobody in the night team");
     t.ok(Method::POST, &format!("/v1/conversations/{}/close", gone["id"]), json!({})).await;
+    let again = t.open(night, "r4").await;
+    assert_ne!(again["id"], gone["id"], "the same contact writes again");
     let export = |query: String| {
         let t = &t;
         async move {
@@ -2496,7 +2498,11 @@ async fn reports_count_time_and_spread_the_work_and_export_csv_and_svg(t: TestAp
     };
     let trace = export(String::new()).await;
     let teams: Vec<Option<&str>> = trace.arrivals.iter().map(|a| a.team.as_deref()).collect();
-    assert_eq!(teams, [Some("Support"), Some("Support"), Some("Sales"), Some("Night")]);
+    assert_eq!(teams, [Some("Support"), Some("Support"), Some("Sales"), Some("Night"), Some("Night")]);
+    // The contact is on every row: the one who wrote twice is returning when replayed.
+    let contacts: Vec<u64> = trace.arrivals.iter().map(|a| a.contact.unwrap()).collect();
+    assert_eq!(contacts[3], contacts[4]);
+    assert_eq!(contacts.iter().collect::<std::collections::BTreeSet<_>>().len(), 4);
     assert!(trace.arrivals[0].handle_millis.is_some(), "closed after its assignment");
     assert_eq!(trace.arrivals[1].handle_millis, None, "still open");
     assert_eq!(trace.arrivals[3].handle_millis, None);

@@ -36,6 +36,8 @@ pub struct DeskTeam {
     pub only_online: bool,
     /// Without a workflow: the contact's language must be spoken.
     pub match_language: bool,
+    /// Without a workflow: a returning contact goes to its previous agent if it can.
+    pub prefer_previous_agent: bool,
     /// Without a workflow: the channels it takes (none: any).
     pub channels: Vec<Channel>,
 }
@@ -63,6 +65,7 @@ impl Desk {
                 only_online: true,
                 match_language: false,
                 channels: vec![],
+                prefer_previous_agent: false,
             }]
         } else {
             setup
@@ -75,6 +78,7 @@ impl Desk {
                     strategy: t.strategy,
                     only_online: t.only_online,
                     match_language: t.match_language,
+                    prefer_previous_agent: t.prefer_previous_agent,
                     channels: t.channels.clone(),
                 })
                 .collect()

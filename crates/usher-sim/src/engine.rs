@@ -64,6 +64,9 @@ struct Live {
     team: Option<usize>,
     agent: Option<usize>,
     started: Option<i64>,
+    /// Its contact, and the agent who last answered that contact when it arrived.
+    contact: Option<u64>,
+    previous: Option<AgentId>,
 }
 
 fn context(now: i64) -> Context {
@@ -156,8 +159,9 @@ fn needing(request: &mut AssignRequest, skills: &[SkillRequirement]) {
     }
 }
 /// What a walk depends on: the workflow, the channel, the language, the priority, the
-/// answers chosen and which calendars are open ([`crate::clock::Clock::open_at`]).
-type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>, u64);
+/// answers chosen, which calendars are open ([`crate::clock::Clock::open_at`]) and whether
+/// the contact is returning.
+type WalkKey = (usize, u8, Option<String>, Priority, Vec<u16>, u64, bool);
 
 struct Sim<'a> {
     setup: &'a Setup,
@@ -176,6 +180,10 @@ struct Sim<'a> {
     walks: HashMap<WalkKey, Walked>,
     follows: HashMap<i64, Follow>,
     paused: HashMap<i64, Follow>,
+    /// The contacts seen so far, with the agent who last answered each.
+    contacts: HashMap<u64, Option<AgentId>>,
+    /// Synthetic contacts made so far (numbered from 1).
+    made_contacts: u64,
     whole: Tally,
     teams: Vec<Tally>,
     end: i64,
@@ -213,6 +221,15 @@ impl Sim<'_> {
                 skills.push(SkillRequirement { name: name.clone(), min_level: 1 });
             }
         }
+        // Contacts only when some return: the draws of a setup without them stay as they were.
+        let contact = (m.returning > 0.0).then(|| {
+            if self.made_contacts > 0 && self.rng.unit() < m.returning {
+                1 + ((self.rng.unit() * self.made_contacts as f64) as u64).min(self.made_contacts - 1)
+            } else {
+                self.made_contacts += 1;
+                self.made_contacts
+            }
+        });
         Arrival {
             at,
             channel,
@@ -222,7 +239,13 @@ impl Sim<'_> {
             handle_millis: None,
             team: None,
             patience_millis: None,
+            contact,
         }
+    }
+
+    /// The agent who last answered the arrival's contact.
+    fn previous_of(&self, a: &Arrival) -> Option<AgentId> {
+        a.contact.and_then(|c| self.contacts.get(&c).copied().flatten())
     }
 
     /// Advances workflow `wi`'s run at virtual time `now`, the calendars lent to the facts
@@ -318,7 +341,7 @@ impl Sim<'_> {
             a.channel,
             a.priority,
             a.language.clone(),
-            None,
+            self.previous_of(a),
             Timestamp(now),
         )?;
         if self.plan.is_some() {
@@ -338,7 +361,7 @@ impl Sim<'_> {
 
     /// The routing core's request for an arrival, and its workflow's run (which may move it
     /// on: an overflow, a go-to when nobody can take it); or the wait its workflow begins with.
-    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16]) -> Option<Routing> {
+    fn request(&mut self, id: i64, a: &Arrival, answers: &[u16], returning: bool) -> Option<Routing> {
         let wi = self.setup.workflows.iter().position(|w| {
             w.trigger == Trigger::ConversationOpened
                 && (w.channels.is_empty() || w.channels.contains(&a.channel))
@@ -349,7 +372,8 @@ impl Sim<'_> {
                 let open = if dated { self.desk.clock.open_at(self.origin + a.at) } else { 0 };
                 // A walk stops at the first wait, so it reads the calendars at the arrival
                 // only: the key holds all it depends on.
-                let key = (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open);
+                let key =
+                    (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open, returning);
                 let walk = match self.walks.get(&key) {
                     Some(w) => w.clone(),
                     None => {
@@ -357,6 +381,7 @@ impl Sim<'_> {
                             language: a.language.clone(),
                             channel: Some(a.channel),
                             priority: a.priority,
+                            returning,
                             ..Facts::default()
                         };
                         let w = self.walk(wi, Run::new(), Input::Start, facts, answers, a.at);
@@ -395,6 +420,9 @@ impl Sim<'_> {
                     skills: vec![],
                     language: a.language.clone().filter(|_| t.match_language),
                 };
+                if t.prefer_previous_agent {
+                    r.previous_agent = self.previous_of(a);
+                }
                 needing(&mut r, &a.skills);
                 Some(Routing::Now(r, None))
             }
@@ -451,7 +479,12 @@ impl Sim<'_> {
         let c = *c;
         let slowed = c.handle * (1.0 + slowdown * f64::from(holding.saturating_sub(1)));
         let estimate = c.estimate.map(|(e, given)| (e, now - given));
-        self.tallies(c.team, |t| t.answered(now - c.arrived, ai, estimate));
+        let agent = self.desk.agents.get(ai).map(|a| a.agent.id);
+        let previous = c.previous.map(|p| Some(p) == agent);
+        self.tallies(c.team, |t| t.answered(now - c.arrived, ai, estimate, previous));
+        if let Some(contact) = c.contact {
+            self.contacts.insert(contact, agent);
+        }
         self.push(now + slowed.max(1.0) as i64, Kind::Done(id));
     }
 
@@ -479,7 +512,12 @@ impl Sim<'_> {
                 answers.push(chosen.and_then(|c| shares.keys().position(|k| k == c)).unwrap_or(0) as u16);
             }
         }
-        let routing = self.request(id, &a, &answers);
+        let returning = a.contact.is_some_and(|c| self.contacts.contains_key(&c));
+        let previous = self.previous_of(&a);
+        if let Some(c) = a.contact {
+            self.contacts.entry(c).or_insert(None);
+        }
+        let routing = self.request(id, &a, &answers, returning);
         let team = match &routing {
             Some(Routing::Now(request, _)) => self.team_of(request),
             Some(Routing::Later(..)) => None,
@@ -492,7 +530,19 @@ impl Sim<'_> {
             }
         };
         self.tallies(team, Tally::arrived);
-        self.live.insert(id, Live { arrived: now, handle, estimate: None, team, agent: None, started: None });
+        self.live.insert(
+            id,
+            Live {
+                arrived: now,
+                handle,
+                estimate: None,
+                team,
+                agent: None,
+                started: None,
+                contact: a.contact,
+                previous,
+            },
+        );
         if let Some(p) = patience {
             // Only one still waiting then leaves (see `abandon`).
             self.push(now + p as i64, Kind::Abandon(id));
@@ -749,6 +799,8 @@ pub fn run(
         walks: HashMap::new(),
         follows: HashMap::new(),
         paused: HashMap::new(),
+        contacts: HashMap::new(),
+        made_contacts: 0,
         whole: Tally::new((0..n).collect(), n, setup.target_seconds),
         teams: team_members.iter().map(|m| Tally::new(m.clone(), n, setup.target_seconds)).collect(),
         end,

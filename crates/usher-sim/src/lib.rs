@@ -393,6 +393,15 @@ pub fn table(r: &Report) -> String {
         for team in &s.teams {
             row(&mut t, &format!("  {}", team.team), &team.outcome);
         }
+        if let Some(same) = s.outcome.same_agent_share {
+            let _ = writeln!(
+                t,
+                "{:<12} {} returning contacts answered, {:.1} % by their previous agent",
+                "",
+                s.outcome.returning_answered,
+                same * 100.0
+            );
+        }
         let left = s.outcome.unassigned + s.outcome.unanswered;
         if left > 0 {
             let _ = writeln!(

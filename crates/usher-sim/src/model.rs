@@ -237,6 +237,15 @@ pub struct Mix {
     /// For each skill, the probability that a conversation needs it (level 1).
     #[serde(default)]
     pub skills: BTreeMap<String, f64>,
+    /// The probability that an arrival comes from a contact who wrote before (drawn alike
+    /// from those), 0 to 1: returning contacts meet their previous agent where the routing
+    /// prefers it. 0 (the default): every arrival is a new contact.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returning: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Mix {
@@ -245,6 +254,7 @@ impl Mix {
             && self.languages.is_empty()
             && self.priorities.is_empty()
             && self.skills.is_empty()
+            && self.returning == 0.0
     }
 }
 
@@ -289,6 +299,10 @@ pub struct TeamSetup {
     /// Without a workflow: the channels whose arrivals it takes (none: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Channel>,
+    /// Without a workflow: a returning contact goes to its previous agent when that agent
+    /// can take it (as a request's `prefer_previous_agent`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefer_previous_agent: bool,
 }
 
 /// A group of agents alike.
@@ -473,9 +487,12 @@ impl Setup {
             self.mix.channels.values().chain(self.mix.languages.values()).chain(self.mix.priorities.values());
         if shares.into_iter().any(|s| !(s.is_finite() && *s >= 0.0))
             || self.mix.skills.values().any(|p| !(0.0..=1.0).contains(p))
+            || !(0.0..=1.0).contains(&self.mix.returning)
             || self.answers.values().flat_map(|a| a.values()).any(|s| !(s.is_finite() && *s >= 0.0))
         {
-            return bad("shares are finite and not negative; a skill's probability is 0 to 1".into());
+            return bad(
+                "shares are finite and not negative; a skill's and returning's probability is 0 to 1".into(),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         let mut ids = std::collections::BTreeSet::new();

@@ -14,6 +14,8 @@ pub(crate) struct Tally {
     per_agent: Vec<u32>,
     busy: Vec<i64>,
     estimate_errors: Vec<f64>,
+    returning: u64,
+    same_agent: u64,
     queue_area: f64,
     queue_area_by_hour: [f64; 24],
     last_at: i64,
@@ -76,6 +78,16 @@ pub struct Outcome {
     pub per_agent: Vec<u32>,
     /// Mean queue length in each hour of the day (0 to 23).
     pub queue_by_hour: Vec<f64>,
+    /// Answered conversations of returning contacts whose previous agent was known.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub returning_answered: u64,
+    /// Of those, the share answered by that previous agent (none: there were none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_agent_share: Option<f64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The Gini coefficient of non-negative values.
@@ -112,6 +124,8 @@ impl Tally {
             per_agent: vec![0; agents],
             busy: vec![0; agents],
             estimate_errors: Vec::new(),
+            returning: 0,
+            same_agent: 0,
             queue_area: 0.0,
             queue_area_by_hour: [0.0; 24],
             last_at: 0,
@@ -148,9 +162,20 @@ impl Tally {
     }
 
     /// Answered after waiting `waited` milliseconds since its arrival; `estimate` is the
-    /// queue's estimate (seconds) and the wait in the queue that followed it (milliseconds).
-    pub(crate) fn answered(&mut self, waited: i64, agent: usize, estimate: Option<(u64, i64)>) {
+    /// queue's estimate (seconds) and the wait in the queue that followed it (milliseconds);
+    /// `previous`, for a returning contact, whether it was its previous agent.
+    pub(crate) fn answered(
+        &mut self,
+        waited: i64,
+        agent: usize,
+        estimate: Option<(u64, i64)>,
+        previous: Option<bool>,
+    ) {
         self.waits.push(waited);
+        if let Some(same) = previous {
+            self.returning += 1;
+            self.same_agent += u64::from(same);
+        }
         if let Some(n) = self.per_agent.get_mut(agent) {
             *n += 1;
         }
@@ -220,6 +245,8 @@ impl Tally {
                 let per_hour = end.max(1) as f64 / 24.0;
                 self.queue_area_by_hour.iter().map(|a| a / per_hour).collect()
             },
+            returning_answered: self.returning,
+            same_agent_share: (self.returning > 0).then(|| share(self.same_agent, self.returning)),
         }
     }
 }

@@ -18,6 +18,10 @@
 //!   channel's distribution.
 //! - `team`: the team it went to, by name; empty: routed as the setup says.
 //! - `patience_seconds`: how long the customer would have waited; empty: drawn.
+//! - `contact`: who wrote, any text that is the same for the same contact (Usher's export
+//!   writes the contact's id); a contact seen before is returning (a workflow's
+//!   `returning_contact`), and the agent who last answered it is its previous agent (an
+//!   assign step's or a team's `prefer_previous_agent`). Empty: a contact of its own.
 
 use crate::model::SetupError;
 use serde::Deserialize;
@@ -43,6 +47,9 @@ pub struct Arrival {
     pub team: Option<String>,
     /// The customer's patience, milliseconds, if recorded.
     pub patience_millis: Option<f64>,
+    /// Who wrote (the same number for the same contact), if known: a contact seen before is
+    /// returning, and the agent who last answered it is its previous agent.
+    pub contact: Option<u64>,
 }
 
 /// A trace read: arrivals in time order.
@@ -72,6 +79,8 @@ struct Row {
     team: Option<String>,
     #[serde(default)]
     patience_seconds: Option<f64>,
+    #[serde(default)]
+    contact: Option<String>,
 }
 
 const WEEK_MILLIS: i64 = 7 * 86_400_000;
@@ -105,6 +114,7 @@ pub fn parse(text: &str) -> Result<Trace, SetupError> {
         return Err(SetupError::Trace { line: 1, message: "the header names no arrived_at column".into() });
     }
     let mut absolute: Vec<(Option<i64>, Option<f64>, Arrival)> = Vec::new();
+    let mut contacts: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for (i, record) in reader.deserialize::<Row>().enumerate() {
         let line = i + 2;
         let bad = |message: String| SetupError::Trace { line, message };
@@ -152,6 +162,10 @@ pub fn parse(text: &str) -> Result<Trace, SetupError> {
             handle_millis: duration(line, "handle_seconds", row.handle_seconds)?,
             team: nonempty(row.team),
             patience_millis: duration(line, "patience_seconds", row.patience_seconds)?,
+            contact: nonempty(row.contact).map(|c| {
+                let next = contacts.len() as u64 + 1;
+                *contacts.entry(c).or_insert(next)
+            }),
         };
         absolute.push((epoch, relative, arrival));
     }
@@ -239,6 +253,14 @@ mod tests {
             ]
         );
         assert_eq!(t.handling_seconds(Some(Channel::Email)), vec![600.0]);
+    }
+
+    #[test]
+    fn the_same_contact_is_the_same_number_and_an_empty_one_is_nobody_known() {
+        let t =
+            parse("arrived_at,contact\n0,+34 600 1\n1,mia@example.com\n2,+34 600 1\n3,\n").expect("a trace");
+        let contacts: Vec<Option<u64>> = t.arrivals.iter().map(|a| a.contact).collect();
+        assert_eq!(contacts, [Some(1), Some(2), Some(1), None]);
     }
 
     #[test]

@@ -512,6 +512,8 @@ pub struct TraceRow {
     /// How long the customer waited before the conversation closed unassigned, seconds
     /// (what patience the record shows; none for the answered).
     pub patience_seconds: Option<i64>,
+    /// The contact's id: a contact seen before is returning, in the simulator too.
+    pub contact: i64,
 }
 
 impl Store {
@@ -531,7 +533,7 @@ impl Store {
         }
         let team_filter = if team.is_some() { " AND c.team_id = $4" } else { " AND $4 = $4" };
         let rows = query(&format!(
-            "SELECT c.opened_at, c.channel, c.priority, c.request, c.assigned_at, c.closed_at, k.language, \
+            "SELECT c.opened_at, c.channel, c.priority, c.request, c.assigned_at, c.closed_at, c.contact_id, k.language, \
              t.name AS team_name FROM conversations c JOIN contacts k ON k.id = c.contact_id \
              LEFT JOIN teams t ON t.id = c.team_id \
              WHERE c.workspace_id = $1 AND c.opened_at >= $2 AND c.opened_at < $3{team_filter} \
@@ -577,6 +579,7 @@ impl Store {
                         (None, Some(c)) => Some(secs(opened, c)),
                         _ => None,
                     },
+                    contact: r.try_get("contact_id")?,
                 })
             })
             .collect()

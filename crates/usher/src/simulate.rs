@@ -235,6 +235,7 @@ async fn import(args: &SimulateArgs, s: &mut Setup) -> Result<()> {
             only_online: t.only_online,
             match_language: false,
             channels: vec![],
+            prefer_previous_agent: false,
         })
         .collect();
     s.staff = agents
