@@ -7,6 +7,10 @@
 //! `within_hours` condition is evaluated against, so holidays and exceptions fall on their
 //! dates. A trace in RFC 3339 starts on the Monday of its first arrival's week in the zone;
 //! otherwise the setup's `start` says the week.
+//!
+//! Virtual time runs in plain milliseconds from that instant: across a change of the clocks
+//! (summer time) the shifts and rates keep the hours they had at the start, an hour off the
+//! wall clock until the change back, while the calendars read the wall clock.
 
 use crate::model::{Setup, SetupError};
 use crate::trace::Trace;
@@ -124,16 +128,20 @@ impl Clock {
     }
 
     /// Which calendars are open at `instant` (Unix milliseconds): bit 0 the business hours,
-    /// then one bit per calendar in id order (the first 63).
-    pub fn open_at(&self, instant: i64) -> u64 {
+    /// then one bit per calendar in id order. None for a desk of more than 63 calendars,
+    /// whose openness does not fit.
+    pub fn open_at(&self, instant: i64) -> Option<u64> {
+        if self.calendars.len() > 63 {
+            return None;
+        }
         let at = usher_core::model::Timestamp(instant);
         let mut bits = u64::from(self.hours.as_ref().is_some_and(|c| c.is_open(at)));
-        for (i, c) in self.calendars.values().take(63).enumerate() {
+        for (i, c) in self.calendars.values().enumerate() {
             if c.is_open(at) {
                 bits |= 1 << (i + 1);
             }
         }
-        bits
+        Some(bits)
     }
 }
 
@@ -209,9 +217,11 @@ mod tests {
         let c = Clock::of(&setup).expect("a clock");
         let monday = c.origin(None);
         let hour = 3_600_000;
-        assert_eq!(c.open_at(monday + 8 * hour), 0, "08:00 UTC: closed here, 17:00 in Tokyo");
-        assert_eq!(c.open_at(monday + 9 * hour), 1, "09:00 UTC: open here, closed in Tokyo");
-        assert_eq!(c.open_at(monday + 7 * hour - 1), 0b10, "07:59 UTC is 16:59 in Tokyo");
-        assert_eq!(c.open_at(monday + 7 * 86_400_000 + 10 * hour), 0, "the next Monday is a holiday");
+        assert_eq!(c.open_at(monday + 8 * hour), Some(0), "08:00 UTC: closed here, 17:00 in Tokyo");
+        assert_eq!(c.open_at(monday + 9 * hour), Some(1), "09:00 UTC: open here, closed in Tokyo");
+        assert_eq!(c.open_at(monday + 7 * hour - 1), Some(0b10), "07:59 UTC is 16:59 in Tokyo");
+        assert_eq!(c.open_at(monday + 7 * 86_400_000 + 10 * hour), Some(0), "the next Monday is a holiday");
+        let many = Setup { calendars: (0..64).map(|i| (i, spec("UTC"))).collect(), ..Setup::default() };
+        assert_eq!(Clock::of(&many).expect("a clock").open_at(monday), None, "too many to fit");
     }
 }

@@ -368,13 +368,19 @@ impl Sim<'_> {
         });
         match wi {
             Some(wi) if a.team.is_none() => {
-                let dated = self.desk.clock.has_calendars();
-                let open = if dated { self.desk.clock.open_at(self.origin + a.at) } else { 0 };
                 // A walk stops at the first wait, so it reads the calendars at the arrival
-                // only: the key holds all it depends on.
-                let key =
-                    (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open, returning);
-                let walk = match self.walks.get(&key) {
+                // only: the key holds all it depends on (a desk of too many calendars to
+                // key walks by is walked afresh each time).
+                let open = if self.desk.clock.has_calendars() {
+                    self.desk.clock.open_at(self.origin + a.at)
+                } else {
+                    Some(0)
+                };
+                let key = open.map(|open| {
+                    (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open, returning)
+                });
+                let cached = key.as_ref().and_then(|k| self.walks.get(k));
+                let walk = match cached {
                     Some(w) => w.clone(),
                     None => {
                         let facts = Facts {
@@ -385,7 +391,9 @@ impl Sim<'_> {
                             ..Facts::default()
                         };
                         let w = self.walk(wi, Run::new(), Input::Start, facts, answers, a.at);
-                        self.walks.insert(key, w.clone());
+                        if let Some(key) = key {
+                            self.walks.insert(key, w.clone());
+                        }
                         w
                     }
                 }?;
