@@ -95,8 +95,8 @@ pub const PRESENCE_SWEEP_EVERY: u32 = 4;
 /// Starts the task that steps due workflow runs (timers that fire, effects left pending by a
 /// crash) and, every [`PRESENCE_SWEEP_EVERY`] rounds, turns away agents whose console has
 /// been gone longer than the grace period and starts a new day for agents whose daily limit
-/// held them back (their queues are drained after midnight). Several nodes may run one each; a run is taken by
-/// one of them at a time.
+/// held them back (their queues are drained after midnight). Several nodes may run one each;
+/// a run is taken by one of them at a time.
 pub fn spawn_run_worker(store: Store, presence_grace: Arc<AtomicI64>) {
     tokio::spawn(async move {
         let mut round = 0u32;
@@ -129,7 +129,7 @@ pub fn spawn_run_worker(store: Store, presence_grace: Arc<AtomicI64>) {
             match store.due_runs(now).await {
                 Ok(due) => {
                     for (run, ws) in due {
-                        if let Err(e) = store.process_run(ws, run, now).await {
+                        if let Err(e) = store.process_due_run(ws, run, now).await {
                             tracing::warn!(error = %e, run, "run worker: step failed; it will be tried again");
                         }
                     }

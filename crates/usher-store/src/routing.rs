@@ -1388,10 +1388,14 @@ impl Store {
     /// started once a day. Run by every node's worker; two nodes doing it at once drain once
     /// (the drain works under the scope's locks). Answers `(workspace, agent)` for each agent
     /// started.
+    ///
+    /// The oldest counts come first, so that agents at their limit today (who are looked at
+    /// and left) do not crowd out those whose day is over.
     pub async fn start_new_days(&self, now: Millis) -> Result<Vec<(i64, i64)>, StoreError> {
         let rows = query(
             "SELECT workspace_id, id, received_day FROM agents \
-             WHERE daily_limit IS NOT NULL AND received_count >= daily_limit ORDER BY workspace_id, id LIMIT 1000",
+             WHERE daily_limit IS NOT NULL AND received_count >= daily_limit \
+             ORDER BY received_day, id LIMIT 1000",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -9,7 +9,8 @@
 //! pending, a due timer is fed. `wake_at` says when the run next needs attention (now, when
 //! effects wait; its next timer otherwise), so the timer worker of any node finds due runs
 //! with one indexed query, and on PostgreSQL takes each with `FOR UPDATE SKIP LOCKED`, so
-//! two nodes never step the same run at once.
+//! two nodes never step the same run at once. The command that started or fed a run steps it
+//! too before it answers, and waits for a worker that holds it rather than skipping it.
 //!
 //! Runs start when a published, enabled workflow's trigger fires: so far when a contact opens
 //! a conversation (in the opening's own transaction, replacing the team's default
@@ -32,6 +33,13 @@ use usher_workflow::{Trigger, Workflow};
 /// The most steps one call of [`Store::process_run`] takes before it leaves the rest to the
 /// worker (a run cannot hog a request).
 const STEPS_PER_CALL: usize = 64;
+
+/// Whether a step waits for a run another transaction holds, or leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    Wait,
+    Skip,
+}
 /// How many due runs the worker takes per round.
 pub const DUE_BATCH: i64 = 100;
 
@@ -339,7 +347,7 @@ impl Store {
             let id: i64 = r.try_get("id")?;
             let state: RunState = crate::db::json_col(r, "state")?;
             answered |= matches!(state.run.status, RunStatus::Waiting { until: Until::Answer { .. }, .. });
-            crate::db::retrying!(self.step_run(ws, id, Some(input), now).await)?;
+            crate::db::retrying!(self.step_run(ws, id, Some(input), Take::Wait, now).await)?;
             self.process_run(ws, id, now).await?;
         }
         Ok(answered)
@@ -359,10 +367,23 @@ impl Store {
             .collect()
     }
 
-    /// Steps a run until it waits for something outside (an answer, a timer) or ends.
+    /// Steps a run until it waits for something outside (an answer, a timer) or ends: what a
+    /// command does right after its commit, before it answers. Should a worker hold the run
+    /// at that moment, it waits for the worker's step and goes on, so that the answer comes
+    /// after the run's immediate effects (the greeting, the assignment), not before.
     pub async fn process_run(&self, ws: i64, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.process(ws, id, now, Take::Wait).await
+    }
+
+    /// The worker's [`Store::process_run`]: a run another node (or a command) holds is left
+    /// to it.
+    pub async fn process_due_run(&self, ws: i64, id: i64, now: Millis) -> Result<(), StoreError> {
+        self.process(ws, id, now, Take::Skip).await
+    }
+
+    async fn process(&self, ws: i64, id: i64, now: Millis, take: Take) -> Result<(), StoreError> {
         for _ in 0..STEPS_PER_CALL {
-            match crate::db::retrying!(self.step_run(ws, id, None, now).await) {
+            match crate::db::retrying!(self.step_run(ws, id, None, take, now).await) {
                 Ok(true) => continue,
                 Ok(false) => return Ok(()),
                 Err(e)
@@ -398,11 +419,12 @@ impl Store {
         ws: i64,
         id: i64,
         input: Option<&Input>,
+        take: Take,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let lock = match self.backend {
-            Backend::Postgres if input.is_none() => " FOR UPDATE SKIP LOCKED",
+            Backend::Postgres if input.is_none() && take == Take::Skip => " FOR UPDATE SKIP LOCKED",
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };

@@ -2561,9 +2561,10 @@ async fn runs_wait_survive_a_restart_and_step_once(db: Db) {
     assert_eq!(due.len(), 1);
     let (run, run_ws) = due[0];
     assert_eq!(run_ws, ws);
-    // Two nodes step it at the same moment: it moves on once.
+    // Two nodes step it at the same moment, a worker (which leaves a run another holds) and
+    // a command (which waits for it): it moves on once.
     let at = T0 + 1_000 + 10 * minute;
-    let (a, b) = tokio::join!(s.process_run(ws, run, at), node2.process_run(ws, run, at));
+    let (a, b) = tokio::join!(s.process_due_run(ws, run, at), node2.process_run(ws, run, at));
     a.unwrap();
     b.unwrap();
     let texts = |msgs: Vec<usher_store::Message>| msgs.into_iter().map(|m| m.text).collect::<Vec<_>>();
