@@ -122,14 +122,9 @@ impl Clock {
         Some(t)
     }
 
-    /// Whether the desk has calendars a workflow could read.
-    pub fn has_calendars(&self) -> bool {
-        self.hours.is_some() || !self.calendars.is_empty()
-    }
-
     /// Which calendars are open at `instant` (Unix milliseconds): bit 0 the business hours,
-    /// then one bit per calendar in id order. None for a desk of more than 63 calendars,
-    /// whose openness does not fit.
+    /// then one bit per calendar in id order (0 for a desk without any, at no cost). None for
+    /// a desk of more than 63 calendars, whose openness does not fit.
     pub fn open_at(&self, instant: i64) -> Option<u64> {
         if self.calendars.len() > 63 {
             return None;

@@ -371,12 +371,7 @@ impl Sim<'_> {
                 // A walk stops at the first wait, so it reads the calendars at the arrival
                 // only: the key holds all it depends on (a desk of too many calendars to
                 // key walks by is walked afresh each time).
-                let open = if self.desk.clock.has_calendars() {
-                    self.desk.clock.open_at(self.origin + a.at)
-                } else {
-                    Some(0)
-                };
-                let key = open.map(|open| {
+                let key = self.desk.clock.open_at(self.origin + a.at).map(|open| {
                     (wi, a.channel as u8, a.language.clone(), a.priority, answers.to_vec(), open, returning)
                 });
                 let cached = key.as_ref().and_then(|k| self.walks.get(k));
@@ -555,10 +550,16 @@ impl Sim<'_> {
             // Only one still waiting then leaves (see `abandon`).
             self.push(now + p as i64, Kind::Abandon(id));
         }
+        if let Some(routing) = routing {
+            self.carry(id, routing, now);
+        }
+    }
+
+    /// Carries out what the workflow made of the conversation: routed now, or paused.
+    fn carry(&mut self, id: i64, routing: Routing, now: i64) {
         match routing {
-            Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
-            Some(Routing::Later(at, f)) => self.pause(id, at, f),
-            None => {}
+            Routing::Now(request, follow) => self.place(id, request, follow, now),
+            Routing::Later(at, f) => self.pause(id, at, f),
         }
     }
 
@@ -577,8 +578,7 @@ impl Sim<'_> {
         let Some(team) = self.live.get(&id).map(|c| c.team) else { return };
         // The end of a wait is not a move: a workflow may look at its calendar all weekend.
         match self.go_on(f, Input::Timer, id, now) {
-            Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
-            Some(Routing::Later(at, f)) => self.pause(id, at, f),
+            Some(routing) => self.carry(id, routing, now),
             None => {
                 self.live.remove(&id);
                 self.tallies(team, Tally::unassigned);
@@ -648,8 +648,7 @@ impl Sim<'_> {
                 let _ = self.ws.close(ConversationId(id), ctx);
                 self.ws.forget(ConversationId(id));
                 match follow.and_then(|f| self.follow(f, Input::Unassigned, id, now)) {
-                    Some(Routing::Now(request, follow)) => self.place(id, request, follow, now),
-                    Some(Routing::Later(at, f)) => self.pause(id, at, f),
+                    Some(routing) => self.carry(id, routing, now),
                     None => {
                         self.live.remove(&id);
                         self.tallies(team, Tally::unassigned);
@@ -669,10 +668,7 @@ impl Sim<'_> {
         let Ok(drained) = self.ws.close(ConversationId(id), context(now)) else { return };
         self.ws.forget(ConversationId(id));
         self.drained(drained, now);
-        match routing {
-            Routing::Now(request, follow) => self.place(id, request, follow, now),
-            Routing::Later(at, f) => self.pause(id, at, f),
-        }
+        self.carry(id, routing, now);
     }
 
     fn done(&mut self, id: i64, now: i64) {
